@@ -1,0 +1,45 @@
+# FreeSeg — every target creates the virtual environment (.venv) on first use.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+WORLD ?= data/world
+RUNS ?= runs/demo
+
+.PHONY: install test test-all lint format demo ablation clean-demo help
+
+help:
+	@echo "make demo      generate the world and run the pipeline on CPU"
+	@echo "make test      the default test suite (offline, a few minutes)"
+	@echo "make test-all  also the slow tests"
+	@echo "make install   create .venv from pyproject.toml"
+	@echo "make lint      ruff + mypy on src/"
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q -U pip
+	$(BIN)/python -m pip install -q -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+test-all: $(STAMP)
+	$(BIN)/python -m pytest -q -p no:cacheprovider -m "not gpu"
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests
+	$(BIN)/ruff format --check src tests
+	$(BIN)/mypy
+
+format: $(STAMP)
+	$(BIN)/ruff check --fix src tests
+	$(BIN)/ruff format src tests
+
+demo: $(STAMP)
+	$(BIN)/python -m freeseg.demo --world $(WORLD) --runs $(RUNS)
+
+clean-demo:
+	rm -rf $(WORLD) $(RUNS) results/demo

@@ -1,0 +1,3 @@
+from freeseg.cli import main
+
+main()

@@ -1,0 +1,126 @@
+"""ICLIP: a frozen image encoder, a text encoder and two projection pairs (paper §2, §3.2).
+
+φ  (``cls_proj`` ↔ ``cls_text_proj``): class token ↔ text → zero-shot scores s.
+φ̂  (``dense_proj`` ↔ ``dense_text_proj``): masked patch tokens X_{1:} ⊙ A ↔ text → ITSM.
+
+During training the φ̂ branch is pooled over the token grid (masked max, smoothed max or
+smoothed min) so both branches can be trained with a contrastive loss; at inference the
+dense tokens are used unpooled (§3.2: "SMP is only applied in training phase").
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from freeseg.models.image_encoder import EncoderOutput
+from freeseg.ops.itsm import similarity_map
+from freeseg.ops.losses import LogitScale
+from freeseg.ops.pooling import mask_tokens, pool_tokens
+
+PoolingMethod = Literal["mmp", "smoothed_max", "smoothed_min"]
+
+
+@dataclass
+class ICLIPEmbeddings:
+    """Embeddings of one contrastive step, each ``(B, D)`` and L2-normalised."""
+
+    image_cls: torch.Tensor
+    image_dense: torch.Tensor
+    text_cls: torch.Tensor
+    text_dense: torch.Tensor
+
+
+class ICLIP(nn.Module):
+    """Interpretable CLIP with the dense (φ̂) branch of FreeSeg.
+
+    Args:
+        image_encoder: frozen encoder returning :class:`EncoderOutput`
+            (``FrozenViT``); it must expose ``embed_dim``.
+        text_encoder: text transformer mapping ``(B, L)`` token ids to ``(B, W)``; it must
+            expose ``width``.
+        embed_dim: joint embedding size D of both projection pairs.
+        pooling: pooling of the φ̂ branch for the contrastive loss: ``"mmp"`` (Eq. 2),
+            ``"smoothed_max"`` or ``"smoothed_min"`` (SMP, Eq. 3–5).
+        kernel_size: smoothing window k of the smoothed poolings (odd; paper 19).
+        mask_at_inference: multiply patch tokens by A when building the ITSM, as Eq. 2's
+            note says X_{1:} comes from f̂(x)_{1:} ⊙ A (see docs/interpretation.md).
+    """
+
+    def __init__(
+        self,
+        image_encoder: nn.Module,
+        text_encoder: nn.Module,
+        embed_dim: int = 512,
+        pooling: PoolingMethod = "smoothed_min",
+        kernel_size: int = 19,
+        mask_at_inference: bool = True,
+    ) -> None:
+        super().__init__()
+        if pooling != "mmp" and kernel_size % 2 == 0:
+            raise ValueError(f"kernel_size must be odd, got {kernel_size}")
+        self.image_encoder = image_encoder
+        self.text_encoder = text_encoder
+        width_img = int(image_encoder.embed_dim)  # type: ignore[arg-type]
+        width_txt = int(text_encoder.width)  # type: ignore[arg-type]
+        # Bias-free, so projecting then masking by A equals masking then projecting.
+        self.cls_proj = nn.Linear(width_img, embed_dim, bias=False)
+        self.cls_text_proj = nn.Linear(width_txt, embed_dim, bias=False)
+        self.dense_proj = nn.Linear(width_img, embed_dim, bias=False)
+        self.dense_text_proj = nn.Linear(width_txt, embed_dim, bias=False)
+        self.cls_logit_scale = LogitScale()
+        self.dense_logit_scale = LogitScale()
+        self.pooling = pooling
+        self.kernel_size = kernel_size
+        self.mask_at_inference = mask_at_inference
+        for proj in (self.cls_proj, self.cls_text_proj, self.dense_proj, self.dense_text_proj):
+            nn.init.normal_(proj.weight, std=proj.in_features**-0.5)
+
+    def encode_image(self, images: torch.Tensor) -> EncoderOutput:
+        """One forward of the frozen encoder: ``(B, 3, H, W)`` → class/patch tokens, A."""
+        return self.image_encoder(images)
+
+    def encode_text(self, input_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Token ids ``(T, L)`` → normalised text embeddings for φ and φ̂, each ``(T, D)``."""
+        feats = self.text_encoder(input_ids)
+        return (
+            F.normalize(self.cls_text_proj(feats), dim=-1),
+            F.normalize(self.dense_text_proj(feats), dim=-1),
+        )
+
+    def dense_tokens(self, enc: EncoderOutput, masked: bool = True) -> torch.Tensor:
+        """Projected patch tokens X_{1:} = φ̂(f̂(x)_{1:} ⊙ A): ``(B, N, D)``, unnormalised."""
+        tokens = mask_tokens(enc.patch_tokens, enc.attn) if masked else enc.patch_tokens
+        return self.dense_proj(tokens)
+
+    def forward(self, images: torch.Tensor, input_ids: torch.Tensor) -> ICLIPEmbeddings:
+        """Embeddings for the two contrastive losses of one batch of image-caption pairs."""
+        enc = self.encode_image(images)
+        text_cls, text_dense = self.encode_text(input_ids)
+        projected = self.dense_proj(enc.patch_tokens)  # (B, N, D)
+        pooled = pool_tokens(projected, enc.attn, enc.grid, self.pooling, self.kernel_size)
+        return ICLIPEmbeddings(
+            image_cls=F.normalize(self.cls_proj(enc.cls_token), dim=-1),
+            image_dense=F.normalize(pooled, dim=-1),
+            text_cls=text_cls,
+            text_dense=text_dense,
+        )
+
+    def zero_shot_scores(self, enc: EncoderOutput, text_cls: torch.Tensor) -> torch.Tensor:
+        """s = X_{:1} × Yᵀ: cosine similarity of class token and prompts, ``(B, T)``."""
+        return F.normalize(self.cls_proj(enc.cls_token), dim=-1) @ text_cls.t()
+
+    def itsm(
+        self,
+        enc: EncoderOutput,
+        text_dense: torch.Tensor,
+        size: tuple[int, int] | None = None,
+        normalize: bool = True,
+    ) -> torch.Tensor:
+        """Dense Image-Text Similarity Map (Eq. 1), ``(B, T, H', W')`` in [0, 1]."""
+        tokens = self.dense_tokens(enc, masked=self.mask_at_inference)
+        return similarity_map(tokens, text_dense, enc.grid, size=size, normalize=normalize)

@@ -1,0 +1,371 @@
+"""Frozen ViT image encoder (paper §2: DINO ViT-B/8, locked during ICLIP training).
+
+`FrozenViT` wraps a timm `VisionTransformer` and returns, per image, the class token X_{:1},
+the patch tokens X_{1:} and A, the last block's class-token→patch attention averaged over
+heads. Only the last block's class-token attention row is computed (from the qkv projection
+the block already runs), so fused attention stays on everywhere.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Mapping
+from typing import Any, Literal, NamedTuple, cast
+
+import timm
+import torch
+from timm.layers import Attention, resample_abs_pos_embed
+from timm.models import get_pretrained_cfg
+from timm.models.vision_transformer import VisionTransformer
+from torch import nn
+
+from freeseg.models.stems import ConvStemPatchEmbed
+
+DINO_VITB8_URL = (
+    "https://dl.fbaipublicfiles.com/dino/dino_vitbase8_pretrain/dino_vitbase8_pretrain.pth"
+)
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+_WRAPPER_KEYS = ("state_dict", "model", "teacher")
+_STRIP_PREFIXES = ("module.", "backbone.", "encoder.", "vit.")
+
+Triple = tuple[float, float, float]
+
+
+class EncoderOutput(NamedTuple):
+    """What `FrozenViT.forward` returns (all float tensors without grad).
+
+    Attributes:
+        cls_token: (B, C) class token X_{:1} after the final norm.
+        patch_tokens: (B, N, C) patch tokens X_{1:} after the final norm, N = h * w, row-major.
+        attn: (B, N) last-block class-token→patch attention, head-averaged, max-normalised per
+            image to [0, 1] (max exactly 1).
+        grid: (h, w) token grid, N = h * w.
+    """
+
+    cls_token: torch.Tensor
+    patch_tokens: torch.Tensor
+    attn: torch.Tensor
+    grid: tuple[int, int]
+
+
+def mean_std(model_name: str = "vit_base_patch8_224.dino") -> tuple[Triple, Triple]:
+    """Per-channel input mean and std for a timm model name (from its pretrained config).
+
+    Args:
+        model_name: timm name, optionally with a pretrained tag (``vit_base_patch8_224.dino``).
+
+    Returns:
+        ``(mean, std)``, each three floats for RGB in [0, 1] units; ImageNet's values when the
+        name has no pretrained config.
+    """
+    try:
+        cfg = get_pretrained_cfg(model_name)
+    except Exception:  # unknown names are fine here: fall back to ImageNet statistics
+        cfg = None
+    return _cfg_mean_std(cfg.to_dict() if cfg is not None else None)
+
+
+def _cfg_mean_std(cfg: Mapping[str, Any] | None) -> tuple[Triple, Triple]:
+    mean, std = (cfg or {}).get("mean"), (cfg or {}).get("std")
+    if mean is None or std is None or len(mean) != 3 or len(std) != 3:
+        return IMAGENET_MEAN, IMAGENET_STD
+    return tuple(float(m) for m in mean), tuple(float(s) for s in std)  # type: ignore[return-value]
+
+
+def create_vit(
+    model_name: str = "vit_base_patch8_224.dino",
+    img_size: int = 320,
+    stem: Literal["patch", "conv"] = "patch",
+    model_kwargs: dict | None = None,
+    pretrained: bool = False,
+) -> VisionTransformer:
+    """Build a timm ViT with a dynamic input size and no classifier head.
+
+    The same call builds a trainable copy of `FrozenViT`'s architecture, e.g. to pre-train a
+    small encoder whose ``state_dict()`` is later given to ``FrozenViT(checkpoint=...)``.
+
+    Args:
+        model_name: timm ViT name, e.g. ``vit_base_patch8_224.dino`` or ``vit_tiny_patch16_224``.
+        img_size: Nominal square input size; sets the stored pos_embed grid.
+        stem: ``patch`` (timm's patchify conv) or ``conv`` (`ConvStemPatchEmbed`).
+        model_kwargs: Extra `VisionTransformer` arguments (``patch_size``, ``embed_dim``,
+            ``depth``, ``num_heads``, ...).
+        pretrained: Let timm download pretrained weights (needs network).
+
+    Returns:
+        A `VisionTransformer` with ``num_classes=0`` and ``dynamic_img_size=True``.
+
+    Raises:
+        ValueError: On an unknown ``stem``, a non-ViT ``model_name`` or a model without class
+            token.
+    """
+    kwargs = dict(model_kwargs or {})
+    if stem == "conv":
+        kwargs["embed_layer"] = ConvStemPatchEmbed
+    elif stem != "patch":
+        raise ValueError(f"stem must be 'patch' or 'conv', got stem={stem!r}")
+    vit = timm.create_model(
+        model_name,
+        pretrained=pretrained,
+        num_classes=0,
+        img_size=img_size,
+        dynamic_img_size=True,
+        **kwargs,
+    )
+    if not isinstance(vit, VisionTransformer) or vit.cls_token is None:
+        raise ValueError(
+            f"model_name={model_name!r} must name a timm VisionTransformer with a class token "
+            f"(got {type(vit).__name__}); try vit_base_patch8_224.dino or vit_tiny_patch16_224"
+        )
+    return vit
+
+
+def _read_checkpoint(path: str) -> Any:
+    if not os.path.isfile(path):
+        raise FileNotFoundError(
+            f"image encoder checkpoint not found: {path!r}. Pass a local file; DINO ViT-B/8 "
+            f"weights come from {DINO_VITB8_URL} (or a timm/safetensors state dict)."
+        )
+    if path.endswith(".safetensors"):
+        from safetensors.torch import load_file
+
+        return load_file(path, device="cpu")
+    # DINO's full training checkpoints also pickle their argparse.Namespace of arguments.
+    with torch.serialization.safe_globals([argparse.Namespace]):
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as err:
+            raise ValueError(
+                f"could not read image encoder checkpoint {path!r} as a tensor-only torch file "
+                f"({err}); save a plain state dict (torch.save(model.state_dict(), ...))"
+            ) from err
+
+
+def _unwrap_state_dict(obj: Any, path: str) -> dict[str, torch.Tensor]:
+    """Descend through training-checkpoint wrappers to a flat {name: tensor} dict."""
+    while isinstance(obj, Mapping) and not any(isinstance(v, torch.Tensor) for v in obj.values()):
+        key = next((k for k in _WRAPPER_KEYS if isinstance(obj.get(k), Mapping)), None)
+        if key is None:
+            raise ValueError(
+                f"checkpoint {path!r} holds no tensors and none of the wrapper keys "
+                f"{_WRAPPER_KEYS}; top-level keys: {list(obj)[:8]}"
+            )
+        obj = obj[key]
+    if not isinstance(obj, Mapping):
+        raise ValueError(f"checkpoint {path!r} is a {type(obj).__name__}, not a state dict")
+    return {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+
+
+def _strip_prefix(key: str) -> str:
+    changed = True
+    while changed:
+        changed = False
+        for prefix in _STRIP_PREFIXES:
+            if key.startswith(prefix):
+                key, changed = key[len(prefix) :], True
+    return key
+
+
+def _normalise_keys(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Strip wrapper prefixes; if that does not expose ``pos_embed``, cut at the one ViT prefix.
+
+    The second case covers e.g. a Lightning checkpoint of a module holding the ViT under
+    ``image_encoder.vit.``: only keys under that prefix are kept.
+    """
+    out = {_strip_prefix(k): v for k, v in state.items()}
+    if "pos_embed" not in out:
+        roots = [k[: -len("pos_embed")] for k in state if k.endswith(".pos_embed")]
+        if len(roots) == 1:
+            out = {k[len(roots[0]) :]: v for k, v in state.items() if k.startswith(roots[0])}
+    return {k: v for k, v in out.items() if not k.startswith("head.") and k != "head"}
+
+
+def _fit_pos_embed(pos_embed: torch.Tensor, vit: VisionTransformer) -> torch.Tensor:
+    """Bicubically resample a square-grid (1, prefix + n*n, C) pos_embed to the model's grid."""
+    if vit.pos_embed is None or pos_embed.shape == vit.pos_embed.shape:
+        return pos_embed
+    return resample_abs_pos_embed(
+        pos_embed,
+        new_size=list(vit.patch_embed.grid_size),
+        num_prefix_tokens=0 if vit.no_embed_class else vit.num_prefix_tokens,
+    )
+
+
+def load_vit_checkpoint(vit: VisionTransformer, path: str) -> None:
+    """Load DINO-format, timm, safetensors or wrapped weights into ``vit`` (in place).
+
+    Accepted: a plain state dict (DINO's ``dino_vitbase8_pretrain.pth`` or timm's layout),
+    ``.safetensors``, or a dict wrapping one under ``state_dict`` / ``model`` / ``teacher``
+    with key prefixes ``module.``, ``backbone.``, ``encoder.``, ``vit.``. ``head.*`` keys are
+    ignored; pos_embed is resampled (bicubic) when its grid differs from the model's.
+
+    Args:
+        vit: Model built by `create_vit`.
+        path: Local checkpoint file.
+
+    Raises:
+        FileNotFoundError: If ``path`` does not exist.
+        ValueError: If keys or shapes do not match the model (lists the first few).
+    """
+    state = _normalise_keys(_unwrap_state_dict(_read_checkpoint(path), path))
+    if "pos_embed" in state:
+        state["pos_embed"] = _fit_pos_embed(state["pos_embed"], vit)
+    own = {k: v for k, v in vit.state_dict().items() if not k.startswith("head.")}
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shapes = [
+        f"{k}: file {tuple(state[k].shape)} vs model {tuple(v.shape)}"
+        for k, v in own.items()
+        if k in state and state[k].shape != v.shape
+    ]
+    if missing or unexpected or shapes:
+        raise ValueError(
+            f"checkpoint {path!r} does not fit the image encoder: missing keys {missing[:5]} "
+            f"({len(missing)}), unexpected keys {unexpected[:5]} ({len(unexpected)}), "
+            f"shape mismatches {shapes[:5]}. Check model_name / model_kwargs / stem match the "
+            "checkpoint."
+        )
+    vit.load_state_dict(state, strict=False)
+
+
+def cls_attention_from_qkv(attn_module: Attention, qkv: torch.Tensor) -> torch.Tensor:
+    """Class-token attention row of one timm `Attention`, from its qkv projection output.
+
+    Args:
+        attn_module: timm ``Attention`` (``num_heads``, ``head_dim``, ``scale``, ``q_norm``,
+            ``k_norm``).
+        qkv: (B, T, 3 * heads * head_dim) output of ``attn_module.qkv``, token 0 = class token.
+
+    Returns:
+        (B, heads, T) softmax(q_cls · Kᵀ · scale) over all T keys, rows sum to 1.
+    """
+    b, t, _ = qkv.shape
+    qkv = qkv.reshape(b, t, 3, attn_module.num_heads, attn_module.head_dim)
+    q = attn_module.q_norm(qkv[:, :1, 0].transpose(1, 2))  # (B, heads, 1, d)
+    k = attn_module.k_norm(qkv[:, :, 1].transpose(1, 2))  # (B, heads, T, d)
+    logits = (q * attn_module.scale) @ k.transpose(-2, -1)  # (B, heads, 1, T)
+    return logits.softmax(dim=-1)[:, :, 0]
+
+
+class FrozenViT(nn.Module):
+    """A locked timm ViT returning class token, patch tokens and last-block attention.
+
+    Parameters never require grad, the module stays in eval mode whatever ``train()`` is
+    asked (dropout off, BatchNorm of a conv stem on running statistics), and ``forward`` runs
+    under ``torch.no_grad()``, so its outputs are plain tensors that trainable layers on top
+    can consume without back-propagating into the encoder.
+
+    Attributes:
+        vit: The timm `VisionTransformer` (save ``vit.state_dict()`` to reuse it).
+    """
+
+    def __init__(
+        self,
+        model_name: str = "vit_base_patch8_224.dino",
+        img_size: int = 320,
+        checkpoint: str | None = None,
+        hub_pretrained: bool = False,
+        stem: Literal["patch", "conv"] = "patch",
+        model_kwargs: dict | None = None,
+    ) -> None:
+        """Build the ViT and load its weights.
+
+        Args:
+            model_name: timm ViT name. The default is timm's DINO ViT-B/8 entry (patch 8,
+                width 768, 12 blocks, 12 heads, ImageNet mean/std); ``hub_pretrained=True``
+                then fetches DINO weights rather than supervised ones.
+            img_size: Nominal square input size (paper: 320 for training). Other sizes (448
+                at test) also work: pos_embed is resampled on the fly.
+            checkpoint: Local weights file (DINO ``dino_vitbase8_pretrain.pth``, timm state
+                dict, ``.safetensors`` or a wrapped training checkpoint); see
+                `load_vit_checkpoint`. None keeps random (or hub) weights.
+            hub_pretrained: Download timm's pretrained weights (needs network).
+            stem: ``patch`` (linear patchify) or ``conv`` (stride-2 conv stem, for small ViTs
+                trained from scratch).
+            model_kwargs: Extra timm `VisionTransformer` arguments, e.g. ``{"patch_size": 4,
+                "embed_dim": 128, "depth": 4, "num_heads": 4}``.
+
+        Raises:
+            ValueError: If both ``checkpoint`` and ``hub_pretrained`` are given, or
+                ``hub_pretrained`` is combined with ``stem='conv'``.
+            FileNotFoundError: If ``checkpoint`` does not exist.
+        """
+        super().__init__()
+        if checkpoint is not None and hub_pretrained:
+            raise ValueError("pass either checkpoint or hub_pretrained=True, not both")
+        if hub_pretrained and stem == "conv":
+            raise ValueError("hub_pretrained=True has no weights for stem='conv'; use 'patch'")
+        self.vit = create_vit(model_name, img_size, stem, model_kwargs, hub_pretrained)
+        last_attn = self.vit.blocks[-1].attn
+        if not all(
+            hasattr(last_attn, a)
+            for a in ("qkv", "num_heads", "head_dim", "scale", "q_norm", "k_norm")
+        ):
+            raise ValueError(
+                f"model_name={model_name!r}: the last block's attention has no fused qkv "
+                "projection; FrozenViT supports timm ViTs with the standard Attention module"
+            )
+        if checkpoint is not None:
+            load_vit_checkpoint(self.vit, checkpoint)
+        self.vit.requires_grad_(False)
+        self.train(False)
+
+    @property
+    def embed_dim(self) -> int:
+        """Token width C."""
+        return int(self.vit.embed_dim)
+
+    @property
+    def patch_size(self) -> int:
+        """Total stride of the patch embedding (square patches)."""
+        return int(self.vit.patch_embed.patch_size[0])
+
+    @property
+    def mean_std(self) -> tuple[Triple, Triple]:
+        """Input normalisation ``(mean, std)`` from the model's pretrained config."""
+        return _cfg_mean_std(getattr(self.vit, "pretrained_cfg", None))
+
+    def train(self, mode: bool = True) -> FrozenViT:
+        """Ignore ``mode``: the encoder is frozen and always stays in eval mode."""
+        return super().train(False)
+
+    @torch.no_grad()
+    def forward(self, images: torch.Tensor) -> EncoderOutput:
+        """Encode normalised images.
+
+        A (``attn``) is the last block's class-token query row, softmax over all tokens
+        (class/register tokens included), averaged over heads, restricted to the patch
+        columns and then max-normalised per image: A / max_n A, so it lies in [0, 1] with
+        max 1 (the normalisation is ours; the paper only says "class-token attention").
+
+        Args:
+            images: (B, 3, H, W) float, already normalised with `mean_std`; H, W multiples of
+                ``patch_size``.
+
+        Returns:
+            `EncoderOutput` with cls_token (B, C), patch_tokens (B, h*w, C), attn (B, h*w) and
+            grid (h, w) = (H / patch_size, W / patch_size).
+        """
+        if images.ndim != 4 or images.shape[1] != self.vit.in_chans:
+            raise ValueError(
+                f"images must be (B, {self.vit.in_chans}, H, W), got shape {tuple(images.shape)}"
+            )
+        grid = tuple(self.vit.patch_embed.dynamic_feat_size(tuple(images.shape[-2:])))
+        last_attn = cast(Attention, self.vit.blocks[-1].attn)
+        captured: list[torch.Tensor] = []
+        handle = last_attn.qkv.register_forward_hook(lambda _m, _i, out: captured.append(out))
+        try:
+            tokens = self.vit.forward_features(images)  # (B, prefix + N, C)
+        finally:
+            handle.remove()
+        prefix = self.vit.num_prefix_tokens
+        attn = cls_attention_from_qkv(last_attn, captured[-1].float()).mean(dim=1)[:, prefix:]
+        attn = attn / attn.amax(dim=-1, keepdim=True).clamp_min(torch.finfo(attn.dtype).tiny)
+        return EncoderOutput(
+            cls_token=tokens[:, 0],
+            patch_tokens=tokens[:, prefix:],
+            attn=attn,
+            grid=(int(grid[0]), int(grid[1])),
+        )

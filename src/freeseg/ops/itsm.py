@@ -1,0 +1,102 @@
+"""Image-Text Similarity Map (ITSM, paper §2 Eq. 1)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+__all__ = ["minmax_normalize", "similarity_map"]
+
+_EPS = 1e-6
+
+
+def minmax_normalize(maps: Tensor, eps: float = _EPS) -> Tensor:
+    """Min-max normalise each map over its last two (spatial) dimensions to [0, 1].
+
+    Norm(m) = (m − min m) / max(max m − min m, eps). A constant map becomes all zeros.
+
+    Args:
+        maps: ``(..., H, W)`` float.
+        eps: floor of the denominator, > 0.
+
+    Returns:
+        ``(..., H, W)`` float in [0, 1].
+
+    Raises:
+        ValueError: if ``maps`` has fewer than two dimensions or ``eps <= 0``.
+    """
+    if maps.ndim < 2:
+        raise ValueError(f"maps must have at least 2 dims (..., H, W), got {tuple(maps.shape)}")
+    if eps <= 0:
+        raise ValueError(f"eps must be > 0, got {eps}")
+    lo = maps.amin(dim=(-2, -1), keepdim=True)
+    hi = maps.amax(dim=(-2, -1), keepdim=True)
+    return (maps - lo) / (hi - lo).clamp_min(eps)
+
+
+def _check_inputs(
+    patch_emb: Tensor, text_emb: Tensor, grid: tuple[int, int], size: tuple[int, int] | None
+) -> None:
+    if patch_emb.ndim != 3:
+        raise ValueError(f"patch_emb must have shape (B, N, D), got {tuple(patch_emb.shape)}")
+    if text_emb.ndim != 2 or text_emb.shape[1] != patch_emb.shape[2]:
+        raise ValueError(
+            f"text_emb must have shape (T, D={patch_emb.shape[2]}), got {tuple(text_emb.shape)}"
+        )
+    if len(grid) != 2 or min(grid) < 1:
+        raise ValueError(f"grid must be (H, W) with H, W >= 1, got {grid}")
+    n = patch_emb.shape[1]
+    height, width = int(grid[0]), int(grid[1])
+    if n != height * width:
+        raise ValueError(f"patch_emb holds N = {n} tokens but grid {grid} needs {height * width}")
+    if size is not None and (len(size) != 2 or min(size) < 1):
+        raise ValueError(f"size must be None or (H', W') with both >= 1, got {size}")
+
+
+def similarity_map(
+    patch_emb: Tensor,
+    text_emb: Tensor,
+    grid: tuple[int, int],
+    size: tuple[int, int] | None = None,
+    normalize: bool = True,
+) -> Tensor:
+    """Image-Text Similarity Map of every patch token with every text.
+
+    Eq. 1: M = Norm(Resize(Reshape(X_{1:} × Yᵀ))).
+
+    The inner products are taken as given: the caller decides whether X_{1:} and Y are
+    L2-normalised (min-max normalisation makes the text norm irrelevant, not the patch norm).
+    Resize is bilinear with ``align_corners=False``; Norm is a min-max over the spatial
+    positions of each (image, text) map, and a map constant on the token grid (range <= 1e-6)
+    becomes all zeros.
+
+    Args:
+        patch_emb: ``(B, N, D)`` float, projected patch tokens X_{1:} (class token excluded),
+            N = H·W in row-major order.
+        text_emb: ``(T, D)`` float, text embeddings Y.
+        grid: ``(H, W)`` token grid.
+        size: ``(H', W')`` output size; ``None`` keeps the grid size.
+        normalize: min-max normalise to [0, 1]; ``False`` returns the raw (resized) products.
+
+    Returns:
+        ``(B, T, H', W')`` float; in [0, 1] when ``normalize``.
+
+    Raises:
+        ValueError: for mismatched shapes or a grid that does not match N.
+    """
+    _check_inputs(patch_emb, text_emb, grid, size)
+    b = patch_emb.shape[0]
+    height, width = int(grid[0]), int(grid[1])
+    sims = torch.einsum("bnd,td->btn", patch_emb, text_emb)  # (B, T, N)
+    maps = sims.reshape(b, text_emb.shape[0], height, width)  # (B, T, H, W)
+    grid_maps = maps
+    if size is not None and tuple(size) != (height, width):
+        maps = F.interpolate(maps, size=tuple(size), mode="bilinear", align_corners=False)
+    if not normalize:
+        return maps
+    # Bilinear resizing of a constant map adds rounding noise that min-max would blow up to a
+    # visible pattern, so constancy is decided on the grid, before resizing.
+    span = grid_maps.amax(dim=(-2, -1)) - grid_maps.amin(dim=(-2, -1))  # (B, T)
+    constant = (span <= _EPS)[..., None, None]
+    return minmax_normalize(maps, eps=_EPS).masked_fill(constant, 0.0)

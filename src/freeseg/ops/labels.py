@@ -1,0 +1,196 @@
+"""Partial Label Strategy and partial pixel strategy (paper §3.3, Eq. 7–9).
+
+Class ids: the ITSM has one channel per foreground class c = 0..C-1; the segmentation maps
+written here use 0 for background and c + 1 for class c.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+__all__ = [
+    "calibrate_scores",
+    "calibrate_with",
+    "direct_argmax_segmentation",
+    "partial_label_segmentation",
+    "partial_pixel_weights",
+    "select_labels",
+]
+
+
+def calibrate_with(scores: Tensor, lo: Tensor, hi: Tensor, eps: float = 1e-12) -> Tensor:
+    """Min-max calibrate zero-shot scores per class with given per-class bounds.
+
+    ŝ_{n,c} = clip((s_{n,c} − lo_c) / (hi_c − lo_c), 0, 1); a class with hi_c − lo_c <= eps
+    (a constant column) gets ŝ = 0. The bounds come from the whole dataset (§3.3: "we record
+    all the predicted scores of a dataset, and apply min-max normalization to the class
+    dimension"), e.g. gathered across ranks; values outside [lo, hi] are clipped.
+
+    Args:
+        scores: ``(N, C)`` float zero-shot scores s = X_{:1} × Yᵀ.
+        lo: ``(C,)`` float per-class minimum.
+        hi: ``(C,)`` float per-class maximum.
+        eps: smallest range treated as non-constant.
+
+    Returns:
+        ``(N, C)`` float in [0, 1].
+
+    Raises:
+        ValueError: for mismatched shapes.
+    """
+    if scores.ndim != 2:
+        raise ValueError(f"scores must have shape (N, C), got {tuple(scores.shape)}")
+    n_cls = scores.shape[1]
+    if lo.shape != (n_cls,) or hi.shape != (n_cls,):
+        raise ValueError(
+            f"lo and hi must have shape (C,)=({n_cls},), got {tuple(lo.shape)} and {tuple(hi.shape)}"
+        )
+    span = hi - lo
+    spread = span > eps
+    out = (scores - lo) / torch.where(spread, span, torch.ones_like(span))
+    return torch.where(spread, out.clamp(0.0, 1.0), torch.zeros_like(out))
+
+
+def calibrate_scores(scores: Tensor) -> Tensor:
+    """Min-max calibrate zero-shot scores per class over all images given (§3.3).
+
+    ŝ_{n,c} = (s_{n,c} − min_n s_{n,c}) / (max_n s_{n,c} − min_n s_{n,c}); a constant column
+    becomes 0.
+
+    Args:
+        scores: ``(N, C)`` float, N >= 1 images (the whole dataset).
+
+    Returns:
+        ``(N, C)`` float in [0, 1].
+
+    Raises:
+        ValueError: if ``scores`` is not 2-D with N >= 1.
+    """
+    if scores.ndim != 2 or scores.shape[0] == 0:
+        raise ValueError(f"scores must have shape (N, C) with N >= 1, got {tuple(scores.shape)}")
+    return calibrate_with(scores, scores.amin(dim=0), scores.amax(dim=0))
+
+
+def select_labels(calibrated: Tensor, strict: float = 0.8, loose: float = 0.6) -> Tensor:
+    """Select the partial credible label set P of each image.
+
+    Eq. 8: c ∈ P if s_c > t_s;  argmax(s) ∈ P if max(s) > t_l and P = ∅.
+
+    Comparisons are strict (>). When several classes share the maximum score the fallback
+    picks the lowest class index (``torch.argmax`` returns the first maximum).
+
+    Args:
+        calibrated: ``(B, C)`` float calibrated scores in [0, 1] (see :func:`calibrate_scores`).
+        strict: t_s (paper: 0.8).
+        loose: t_l (paper: 0.6), <= ``strict``.
+
+    Returns:
+        ``(B, C)`` bool, True where the class is in P. A row may be all False.
+
+    Raises:
+        ValueError: for a bad shape or ``loose > strict``.
+    """
+    if calibrated.ndim != 2:
+        raise ValueError(f"calibrated must have shape (B, C), got {tuple(calibrated.shape)}")
+    if loose > strict:
+        raise ValueError(f"loose (t_l={loose}) must be <= strict (t_s={strict})")
+    chosen = calibrated > strict  # (B, C)
+    if calibrated.shape[1] == 0:
+        return chosen
+    top_idx = calibrated.argmax(dim=1, keepdim=True)  # (B, 1), first maximum on ties
+    top_val = calibrated.gather(1, top_idx)[:, 0]
+    fallback = ~chosen.any(dim=1) & (top_val > loose)  # (B,)
+    top_hot = torch.zeros_like(chosen).scatter_(1, top_idx, True)
+    return chosen | (top_hot & fallback[:, None])
+
+
+def _check_itsm_labels(itsm: Tensor, labels: Tensor) -> None:
+    if itsm.ndim != 4:
+        raise ValueError(f"itsm must have shape (B, C, H, W), got {tuple(itsm.shape)}")
+    if labels.shape != itsm.shape[:2]:
+        raise ValueError(
+            f"labels must have shape (B, C)={tuple(itsm.shape[:2])}, got {tuple(labels.shape)}"
+        )
+
+
+def _masked_itsm(itsm: Tensor, labels: Tensor) -> Tensor:
+    """Eq. 7 (where-clause): M̂_c = M_c if c ∈ P else 0. ``(B, C, H, W)``."""
+    _check_itsm_labels(itsm, labels)
+    keep = labels.to(torch.bool)[:, :, None, None]
+    return torch.where(keep, itsm, torch.zeros_like(itsm))
+
+
+def partial_label_segmentation(itsm: Tensor, labels: Tensor, background: float = 0.5) -> Tensor:
+    """First-stage segmentation with the Partial Label Strategy (PLS).
+
+    Eq. 7: Y_seg1 = argmax(concat(B, M̂)), M̂_c = 0 if c ∉ P, B ≡ t (background threshold).
+
+    Ties go to the earlier channel of the concatenation (``torch.argmax`` returns the first
+    maximum): background wins a tie with any class, and a lower class wins over a higher one.
+    An image with no label is all background (for t >= 0).
+
+    Args:
+        itsm: ``(B, C, H, W)`` float ITSM in [0, 1].
+        labels: ``(B, C)`` bool label set P per image.
+        background: t (paper: 0.5).
+
+    Returns:
+        ``(B, H, W)`` int64, 0 = background, c + 1 = class c.
+
+    Raises:
+        ValueError: for mismatched shapes.
+    """
+    m_hat = _masked_itsm(itsm, labels)
+    b, _, h, w = m_hat.shape
+    bg = m_hat.new_full((b, 1, h, w), background)
+    return torch.cat([bg, m_hat], dim=1).argmax(dim=1)
+
+
+def direct_argmax_segmentation(itsm: Tensor, background: float = 0.5) -> Tensor:
+    """Baseline of the paper's Table 1: Eq. 7 with every class kept (P = all classes).
+
+    Args:
+        itsm: ``(B, C, H, W)`` float ITSM in [0, 1].
+        background: t (paper: 0.5).
+
+    Returns:
+        ``(B, H, W)`` int64, 0 = background, c + 1 = class c.
+    """
+    if itsm.ndim != 4:
+        raise ValueError(f"itsm must have shape (B, C, H, W), got {tuple(itsm.shape)}")
+    labels = torch.ones(itsm.shape[:2], dtype=torch.bool, device=itsm.device)
+    return partial_label_segmentation(itsm, labels, background)
+
+
+def partial_pixel_weights(
+    itsm: Tensor, labels: Tensor, background: float = 0.5, delta: float = 0.2
+) -> Tensor:
+    """Credible-pixel mask of the partial pixel strategy.
+
+    Eq. 9: W = (max_c M̂ > t + Δt) ∪ (max_c M̂ < t − Δt).
+
+    Comparisons are strict. With no label in P, max_c M̂ = 0, so every pixel is credible
+    background whenever t − Δt > 0.
+
+    Args:
+        itsm: ``(B, C, H, W)`` float ITSM in [0, 1].
+        labels: ``(B, C)`` bool label set P.
+        background: t (paper: 0.5).
+        delta: Δt >= 0 (paper: 0.2).
+
+    Returns:
+        ``(B, H, W)`` bool, True where the pseudo-label is credible.
+
+    Raises:
+        ValueError: for mismatched shapes or ``delta < 0``.
+    """
+    if delta < 0:
+        raise ValueError(f"delta must be >= 0, got {delta}")
+    m_hat = _masked_itsm(itsm, labels)
+    b, c, h, w = m_hat.shape
+    if c == 0:
+        peak = m_hat.new_zeros((b, h, w))
+    else:
+        peak = m_hat.amax(dim=1)  # (B, H, W)
+    return (peak > background + delta) | (peak < background - delta)

@@ -1,0 +1,121 @@
+"""Losses: the contrastive loss of stage 0 and the partial pixel loss of stage 2 (Eq. 10)."""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = ["LogitScale", "PixelNormalize", "info_nce", "partial_pixel_loss"]
+
+PixelNormalize = Literal["all", "weight"]
+
+
+class LogitScale(nn.Module):
+    """CLIP's learnable temperature, stored as a log-scale.
+
+    ``forward()`` returns exp(min(log_scale, log(max_scale))): CLIP clamps the scale at 100 so
+    training cannot make the logits arbitrarily sharp.
+
+    Args:
+        init_scale: initial scale, > 0 (CLIP: 1 / 0.07).
+        max_scale: upper clamp of the returned scale, >= ``init_scale`` (CLIP: 100).
+    """
+
+    def __init__(self, init_scale: float = 1 / 0.07, max_scale: float = 100.0) -> None:
+        super().__init__()
+        if init_scale <= 0:
+            raise ValueError(f"init_scale must be > 0, got {init_scale}")
+        if max_scale < init_scale:
+            raise ValueError(f"max_scale must be >= init_scale ({init_scale}), got {max_scale}")
+        self.max_log_scale = math.log(max_scale)
+        self.log_scale = nn.Parameter(torch.tensor(math.log(init_scale)))
+
+    def forward(self) -> Tensor:
+        """Return the scale, a 0-d float tensor in (0, max_scale]."""
+        return self.log_scale.clamp(max=self.max_log_scale).exp()
+
+
+def info_nce(img_emb: Tensor, txt_emb: Tensor, logit_scale: Tensor) -> Tensor:
+    """Symmetric InfoNCE (CLIP) loss over a batch of matching image-text pairs.
+
+    logits = scale · norm(img) · norm(txt)ᵀ;
+    L = (CE(logits, [0..B)) + CE(logitsᵀ, [0..B))) / 2.
+
+    Args:
+        img_emb: ``(B, D)`` float image embeddings (need not be normalised), B >= 1.
+        txt_emb: ``(B, D)`` float text embeddings; row i matches image i.
+        logit_scale: 0-d (or 1-element) float tensor, the temperature scale > 0.
+
+    Returns:
+        0-d float tensor, the loss (>= 0).
+
+    Raises:
+        ValueError: for mismatched or empty inputs.
+    """
+    if img_emb.ndim != 2 or img_emb.shape[0] == 0:
+        raise ValueError(f"img_emb must have shape (B, D) with B >= 1, got {tuple(img_emb.shape)}")
+    if txt_emb.shape != img_emb.shape:
+        raise ValueError(
+            f"txt_emb must have the shape of img_emb {tuple(img_emb.shape)}, "
+            f"got {tuple(txt_emb.shape)}"
+        )
+    if logit_scale.numel() != 1:
+        raise ValueError(f"logit_scale must be a scalar tensor, got {tuple(logit_scale.shape)}")
+    logits = logit_scale.reshape(()) * F.normalize(img_emb, dim=-1) @ F.normalize(txt_emb, dim=-1).T
+    target = torch.arange(img_emb.shape[0], device=img_emb.device)
+    return (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
+
+
+def partial_pixel_loss(
+    logits: Tensor,
+    target: Tensor,
+    weight: Tensor,
+    ignore_index: int = 255,
+    normalize: PixelNormalize = "all",
+) -> Tensor:
+    """Cross-entropy restricted to credible pixels (partial pixel strategy).
+
+    Eq. 10: 𝓛(x, Y_seg1) = mean(L · W), L the per-pixel cross-entropy, W the credible-pixel
+    mask of Eq. 9.
+
+    ``normalize="all"`` divides Σ L·W by the number of all pixels B·H·W, as Eq. 10 is written;
+    ``normalize="weight"`` divides by Σ W (clamped to >= 1), the mean over credible pixels.
+    Pixels whose target is ``ignore_index`` get loss 0 and weight 0 (they still count in the
+    "all" denominator).
+
+    Args:
+        logits: ``(B, K, H, W)`` float class scores.
+        target: ``(B, H, W)`` int64 labels in [0, K) or ``ignore_index``.
+        weight: ``(B, H, W)`` bool (or float in [0, 1]) credibility mask W.
+        ignore_index: label value to skip.
+        normalize: ``"all"`` or ``"weight"``.
+
+    Returns:
+        0-d float tensor >= 0 (0 when no pixel is credible, never NaN).
+
+    Raises:
+        ValueError: for mismatched shapes, labels out of range, or an unknown ``normalize``.
+    """
+    if logits.ndim != 4:
+        raise ValueError(f"logits must have shape (B, K, H, W), got {tuple(logits.shape)}")
+    b, k, h, w = logits.shape
+    if target.shape != (b, h, w):
+        raise ValueError(f"target must have shape (B, H, W)={(b, h, w)}, got {tuple(target.shape)}")
+    if weight.shape != target.shape:
+        raise ValueError(f"weight must have shape {(b, h, w)}, got {tuple(weight.shape)}")
+    if normalize not in ("all", "weight"):
+        raise ValueError(f"normalize must be 'all' or 'weight', got {normalize!r}")
+    target = target.long()
+    valid = target != ignore_index
+    if bool((valid & ((target < 0) | (target >= k))).any()):
+        raise ValueError(f"target values must be in [0, {k}) or ignore_index={ignore_index}")
+    pixel_loss = F.cross_entropy(logits, target, ignore_index=ignore_index, reduction="none")
+    credible = weight.to(pixel_loss.dtype) * valid.to(pixel_loss.dtype)
+    total = (pixel_loss * credible).sum()
+    if normalize == "all":
+        return total / max(target.numel(), 1)
+    return total / credible.sum().clamp_min(1.0)

@@ -1,0 +1,153 @@
+"""Metric callbacks: torchmetrics metrics fed from any stage's validation/test outputs.
+
+A stage's ``validation_step`` / ``test_step`` returns a dict; each callback reads the keys
+it needs and ignores batches that lack them, so one callback list serves every stage:
+
+- ``"scores"`` ``(B, C)`` and ``"labels"`` ``(B, C)`` bool → :class:`MultiLabelAPCallback`
+- ``"itsm"`` list of ``(C, H, W)`` in [0, 1] and ``"target"`` list of ``(H, W)`` →
+  :class:`MatchedIoUCallback`
+- ``"pred"`` (or another key) list of ``(H, W)`` class maps and ``"target"`` →
+  :class:`MeanIoUCallback`
+
+Each logs once per epoch under ``val/…`` or ``test/…``. The metrics are DDP-safe
+torchmetrics states; ``compute()`` synchronises them across ranks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from torchmetrics import Metric
+
+from freeseg.metrics import MatchedIoU, MeanIoU, MultiLabelAP
+
+
+def _prefix(trainer: pl.Trainer) -> str:
+    return "test" if trainer.testing else "val"
+
+
+class _MetricCallback(pl.Callback):
+    """Owns one metric per running stage; subclasses say how to build and feed it."""
+
+    name: str = "metric"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.metric: Metric | None = None
+        self.last: dict[str, float] = {}
+
+    def build(self, pl_module: pl.LightningModule) -> Metric:
+        raise NotImplementedError
+
+    def feed(self, metric: Metric, outputs: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+    def report(self, metric: Metric) -> dict[str, float]:
+        return {self.name: float(metric.compute())}
+
+    def _on_start(self, pl_module: pl.LightningModule) -> None:
+        self.metric = self.build(pl_module).to(pl_module.device)
+
+    def _on_batch_end(self, outputs: Any) -> None:
+        if self.metric is not None and isinstance(outputs, dict):
+            self.feed(self.metric, outputs)
+
+    def _on_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        metric = self.metric
+        if metric is None or not metric.update_called:
+            return
+        prefix = _prefix(trainer)
+        self.last = {f"{prefix}/{k}": v for k, v in self.report(metric).items()}
+        for key, value in self.last.items():
+            pl_module.log(key, value, sync_dist=False, rank_zero_only=True)
+        metric.reset()
+
+    def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._on_start(pl_module)
+
+    def on_test_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._on_start(pl_module)
+
+    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):  # type: ignore[no-untyped-def]
+        self._on_batch_end(outputs)
+
+    def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):  # type: ignore[no-untyped-def]
+        self._on_batch_end(outputs)
+
+    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._on_end(trainer, pl_module)
+
+    def on_test_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._on_end(trainer, pl_module)
+
+
+class MultiLabelAPCallback(_MetricCallback):
+    """Zero-shot multi-label classification mAP from ``scores`` vs ``labels``."""
+
+    name = "mAP"
+
+    def build(self, pl_module: pl.LightningModule) -> Metric:
+        return MultiLabelAP(num_classes=int(pl_module.num_classes))
+
+    def feed(self, metric: Metric, outputs: dict[str, Any]) -> None:
+        if "scores" in outputs and "labels" in outputs:
+            metric.update(outputs["scores"], outputs["labels"])
+
+
+class MatchedIoUCallback(_MetricCallback):
+    """mMIoU (Eq. 6) of the ITSM against ground truth, with its best threshold.
+
+    Args:
+        thresholds: foreground thresholds t to sweep; default the metric's own grid.
+    """
+
+    name = "mMIoU"
+
+    def __init__(self, thresholds: Sequence[float] | None = None) -> None:
+        super().__init__()
+        self.thresholds = None if thresholds is None else list(thresholds)
+
+    def build(self, pl_module: pl.LightningModule) -> Metric:
+        thresholds = None if self.thresholds is None else torch.tensor(self.thresholds)
+        return MatchedIoU(num_classes=int(pl_module.num_classes), thresholds=thresholds)
+
+    def feed(self, metric: Metric, outputs: dict[str, Any]) -> None:
+        if "itsm" not in outputs or "target" not in outputs:
+            return
+        for itsm, target in zip(outputs["itsm"], outputs["target"], strict=True):
+            metric.update(itsm[None], target[None])
+
+    def report(self, metric: Metric) -> dict[str, float]:
+        best, threshold = metric.compute()
+        return {self.name: float(best), f"{self.name}_threshold": float(threshold)}
+
+
+class MeanIoUCallback(_MetricCallback):
+    """Dataset mIoU (mmseg convention) of predicted class maps under ``key``.
+
+    Args:
+        key: output key holding the list of ``(H, W)`` predictions.
+        name: logged name, e.g. ``mIoU`` or ``mIoU_argmax``.
+    """
+
+    def __init__(self, key: str = "pred", name: str = "mIoU") -> None:
+        super().__init__()
+        self.key = key
+        self.name = name
+        self.per_class: torch.Tensor | None = None
+
+    def build(self, pl_module: pl.LightningModule) -> Metric:
+        return MeanIoU(num_classes=int(pl_module.num_classes) + 1, ignore_index=255)
+
+    def feed(self, metric: Metric, outputs: dict[str, Any]) -> None:
+        if self.key not in outputs or "target" not in outputs:
+            return
+        for pred, target in zip(outputs[self.key], outputs["target"], strict=True):
+            metric.update(pred[None], target[None])
+
+    def report(self, metric: Metric) -> dict[str, float]:
+        self.per_class = metric.per_class().detach().cpu()  # type: ignore[operator]
+        return {self.name: float(metric.compute())}

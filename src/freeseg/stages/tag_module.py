@@ -1,0 +1,130 @@
+"""Stage 0a, for worlds without a pretrained encoder: caption-tag pretraining of a small ViT.
+
+The paper freezes a DINO ViT-B/8. No pretrained weights exist for the generated world, so
+a small ViT is first trained here with an objective that uses no masks: predict which
+caption words (CLIP BPE tokens) occur in an image's caption from its class token (multi-
+label, binary cross-entropy). Its ``state_dict()`` is exported in timm's format and then
+frozen by stage 0 exactly as DINO's weights are (``FrozenViT(checkpoint=...)``).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import lightning.pytorch as pl
+import torch
+import torch.nn.functional as F
+from jsonargparse.typing import NonNegativeFloat, PositiveFloat, PositiveInt
+from torch import nn
+
+from freeseg.data.atomic import atomic_path
+from freeseg.data.classes import load_classes
+from freeseg.models.image_encoder import create_vit
+from freeseg.models.tokenizer import ClipTokenizer
+from freeseg.stages.iclip_module import image_labels
+
+
+def caption_tags(input_ids: torch.Tensor, vocab_size: int) -> torch.Tensor:
+    """Multi-hot bag of caption tokens: ``(B, L)`` ids → ``(B, V)`` float, specials removed.
+
+    Id 0 (padding), and the two largest ids (CLIP's start and end tokens) are not tags.
+    """
+    tags = torch.zeros(input_ids.shape[0], vocab_size, device=input_ids.device)
+    tags.scatter_(1, input_ids, 1.0)
+    tags[:, 0] = 0.0
+    tags[:, vocab_size - 2 :] = 0.0
+    return tags
+
+
+class TagPretrainModule(pl.LightningModule):
+    """Train a small ViT to predict its caption's words; export it for stage 0.
+
+    Args:
+        model_name: timm ViT name (architecture only, random init).
+        img_size: training input size.
+        stem: ``conv`` (a strided conv stem, learns faster from scratch) or ``patch``.
+        model_kwargs: timm ``VisionTransformer`` overrides (patch_size, embed_dim, depth, ...).
+        export: where to write the encoder's timm-format ``state_dict`` at the end of fit.
+        classes: class names used only for the validation mAP (tag scores of class names).
+        lr: AdamW learning rate; weight_decay: AdamW weight decay.
+        context_length: caption length in tokens.
+    """
+
+    def __init__(
+        self,
+        model_name: str = "vit_tiny_patch16_224",
+        img_size: PositiveInt = 64,
+        stem: Literal["patch", "conv"] = "conv",
+        model_kwargs: dict | None = None,
+        export: str | None = None,
+        classes: str = "voc",
+        lr: PositiveFloat = 1e-3,
+        weight_decay: NonNegativeFloat = 0.05,
+        context_length: PositiveInt = 77,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.vit = create_vit(model_name, img_size, stem, model_kwargs)
+        self.tokenizer = ClipTokenizer(context_length)
+        self.vocab_size = int(self.tokenizer.vocab_size)
+        self.head = nn.Linear(self.vit.embed_dim, self.vocab_size)
+        self.classes = load_classes(classes)
+        self._class_tokens = self._name_tokens()
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def _name_tokens(self) -> list[list[torch.Tensor]]:
+        """Per class, per name: the BPE ids of the name (without start/end tokens)."""
+        out = []
+        for names in self.classes.names:
+            ids = self.tokenizer(list(names))
+            keep = (ids > 0) & (ids < self.vocab_size - 2)
+            out.append([row[k] for row, k in zip(ids, keep, strict=True)])
+        return out
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """``(B, 3, H, W)`` → tag logits ``(B, V)`` from the class token."""
+        return self.head(self.vit.forward_features(images)[:, 0])
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        logits = self(batch["image"])
+        tags = caption_tags(batch["input_ids"], self.vocab_size)
+        loss = F.binary_cross_entropy_with_logits(logits, tags, reduction="sum") / len(tags)
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(tags))
+        return loss
+
+    def class_scores(self, logits: torch.Tensor) -> torch.Tensor:
+        """Class score = max over names of the mean log-odds of the name's tokens, ``(B, C)``."""
+        cols = []
+        for names in self._class_tokens:
+            per_name = [logits[:, ids.to(logits.device)].mean(1) for ids in names if len(ids)]
+            cols.append(torch.stack(per_name, 1).amax(1))
+        return torch.stack(cols, 1)
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
+        masks = [m.long() for m in batch["mask"]]
+        scores = self.class_scores(self(batch["image"]))
+        return {"scores": scores, "labels": image_labels(masks, self.num_classes)}
+
+    def configure_optimizers(self) -> Any:
+        optimizer = torch.optim.AdamW(
+            self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay
+        )
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        warmup = max(1, total // 20)
+        schedule = torch.optim.lr_scheduler.OneCycleLR(
+            optimizer, max_lr=self.hparams.lr, total_steps=total, pct_start=warmup / total
+        )
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+    def export_encoder(self) -> None:
+        """Write the encoder's timm-format ``state_dict`` to ``export`` (atomically)."""
+        if self.hparams.export and self.trainer.is_global_zero:
+            with atomic_path(self.hparams.export) as tmp:
+                torch.save(self.vit.state_dict(), tmp)
+
+    def on_train_epoch_end(self) -> None:
+        # Every epoch, so an interrupted run still leaves the last complete encoder.
+        self.export_encoder()

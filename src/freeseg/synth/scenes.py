@@ -1,0 +1,254 @@
+"""Scenes: a cluttered background, distractors, 1–4 occluding objects, and the aligned mask.
+
+Everything is drawn at ``SUPERSAMPLE``× the final size. The image is downsampled with Lanczos
+(antialiasing); the label map comes from the same sprites and is downsampled by majority vote,
+then pixels near a label boundary get the VOC ignore value 255.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+from PIL import Image, ImageDraw
+
+from freeseg.synth.classes import CLASSES
+from freeseg.synth.parts import Part, Rng, circle, color_name, hsv, lumpy, poly, star, stroke
+from freeseg.synth.render import Pose, Sprite, _smooth_noise, rasterize, texture_and_shade
+
+SUPERSAMPLE = 4
+IGNORE = 255
+NUM_OBJECTS_P = (0.42, 0.33, 0.17, 0.08)  # P(1), P(2), P(3), P(4) objects
+REPEAT_P = 0.15  # a further object repeats an already chosen class (plural captions)
+SIZE_RANGE = (0.28, 0.65)  # longer side of an object, as a fraction of the image side
+MAX_ANGLE = np.deg2rad(25.0)
+MIN_VISIBLE = 0.5  # each object keeps at least this fraction of its pixels visible
+MAX_OUTSIDE = 0.12  # fraction of an object's box that may fall outside the image
+
+
+@dataclass(frozen=True)
+class SceneObject:
+    """An object as drawn: label id (1..20), colour word of its main part, size, visibility."""
+
+    label: int
+    color: str
+    size: float
+    visible: float
+
+    @property
+    def name(self) -> str:
+        """Display name of the class."""
+        return CLASSES[self.label - 1].name
+
+
+@dataclass
+class Scene:
+    """A generated scene.
+
+    Attributes:
+        image: ``(S, S, 3)`` uint8 RGB.
+        label: ``(S, S)`` uint8: 0 background, 1..20 classes, 255 ignore band.
+        objects: the drawn objects in depth order (back to front).
+    """
+
+    image: np.ndarray
+    label: np.ndarray
+    objects: list[SceneObject]
+
+
+def background(rng: Rng, size: int) -> Image.Image:
+    """Smooth two-colour gradient with low-contrast noise, returned at ``size`` px (RGB)."""
+    dark_mode = rng.random() < 0.4
+    val = (0.25, 0.55) if dark_mode else (0.55, 0.92)
+    c0 = np.array(hsv(rng, [(0, 360)], (0.05, 0.45), val), np.float32)
+    c1 = np.array(hsv(rng, [(0, 360)], (0.05, 0.45), val), np.float32)
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / max(size - 1, 1)
+    a = rng.uniform(0, 2 * np.pi)
+    t = np.clip(0.5 + (xx - 0.5) * np.cos(a) + (yy - 0.5) * np.sin(a), 0, 1)[..., None]
+    img = c0 * (1 - t) + c1 * t
+    img += rng.uniform(4, 14) * _smooth_noise(rng, size, size, 5)[..., None]
+    img += rng.uniform(1, 5) * _smooth_noise(rng, size, size, max(size // 4, 2))[..., None]
+    return Image.fromarray(np.clip(img, 0, 255).astype(np.uint8), mode="RGB")
+
+
+def clutter(rng: Rng, img: Image.Image) -> None:
+    """Draw a few low-contrast lines and blobs in place (background texture, not objects)."""
+    draw = ImageDraw.Draw(img)
+    w, h = img.size
+    arr = np.asarray(img)
+    for _ in range(int(rng.integers(0, 4))):
+        x, y = rng.uniform(0, w), rng.uniform(0, h)
+        base = arr[int(min(y, h - 1)), int(min(x, w - 1))].astype(int)
+        col = tuple(int(v) for v in np.clip(base + rng.integers(-28, 29, size=3), 0, 255))
+        if rng.random() < 0.5:
+            x1, y1 = rng.uniform(0, w), rng.uniform(0, h)
+            draw.line((x, y, x1, y1), fill=col, width=int(rng.integers(2, 2 + w // 40)))
+        else:
+            r = rng.uniform(0.05, 0.2) * w
+            draw.ellipse((x - r, y - r * rng.uniform(0.5, 1), x + r, y + r), fill=col)
+
+
+def distractor(rng: Rng) -> list[Part]:
+    """A shape of no class: polygon, star, blob, cross or ring, in a random colour."""
+    rgb = hsv(rng, [(0, 360)], (0.2, 0.9), (0.3, 0.95))
+    part = Part("distractor", rgb, textured=True)
+    kind = int(rng.integers(5))
+    if kind == 0:
+        ang = np.sort(rng.uniform(0, 2 * np.pi, size=int(rng.integers(3, 7))))
+        rad = rng.uniform(0.5, 1.0, size=ang.size)
+        part.shapes.append(poly(*zip(rad * np.cos(ang), rad * np.sin(ang))))
+    elif kind == 1:
+        part.shapes.append(star(0, 0, 1.0, rng.uniform(0.3, 0.6), int(rng.integers(4, 7))))
+    elif kind == 2:
+        part.shapes.append(lumpy(0, 0, 0.8, rng, int(rng.integers(3, 6)), 0.4))
+    elif kind == 3:
+        part.shapes += [stroke(0.3, (-1, 0), (1, 0)), stroke(0.3, (0, -1), (0, 1))]
+    else:
+        ring = circle(0, 0, 0.8, n=32).pts
+        part.shapes.append(stroke(0.3, *map(tuple, np.concatenate([ring, ring[:1]]))))
+    return [part]
+
+
+def _sample_pose(rng: Rng, size_px: float) -> Pose:
+    return Pose(
+        size=size_px,
+        angle=rng.uniform(-MAX_ANGLE, MAX_ANGLE),
+        aspect=float(np.exp(rng.uniform(np.log(0.8), np.log(1.25)))),
+        flip=bool(rng.random() < 0.5),
+    )
+
+
+def _clip_slices(y0: int, x0: int, h: int, w: int, hw: int):
+    """Slices of the canvas and of the sprite for a sprite at (y0, x0), clipped to the canvas."""
+    cy0, cx0, cy1, cx1 = max(y0, 0), max(x0, 0), min(y0 + h, hw), min(x0 + w, hw)
+    return (slice(cy0, cy1), slice(cx0, cx1)), (slice(cy0 - y0, cy1 - y0), slice(cx0 - x0, cx1 - x0))
+
+
+class _Canvas:
+    """Supersampled image, class map and instance map, with the occlusion bookkeeping."""
+
+    def __init__(self, img: Image.Image) -> None:
+        self.rgb = np.asarray(img).copy()
+        hw = self.rgb.shape[0]
+        self.cls = np.zeros((hw, hw), np.uint8)
+        self.inst = np.zeros((hw, hw), np.uint8)
+        self.area: list[int] = [0]  # per instance id, pixels when drawn
+        self.visible: list[int] = [0]
+        self.total: list[int] = [1]
+
+    def place(self, rng: Rng, sprite: Sprite, label: int, tries: int = 12) -> int | None:
+        """Paste ``sprite`` where it leaves every earlier object ≥ MIN_VISIBLE visible.
+
+        Returns the instance id (0 for a distractor), or None if no place was found.
+        """
+        hw = self.rgb.shape[0]
+        h, w = sprite.parts.shape
+        mask = sprite.mask
+        total = int(mask.sum())
+        for _ in range(tries):
+            y0 = int(rng.integers(-int(MAX_OUTSIDE * h), max(hw - h + int(MAX_OUTSIDE * h), 1) + 1))
+            x0 = int(rng.integers(-int(MAX_OUTSIDE * w), max(hw - w + int(MAX_OUTSIDE * w), 1) + 1))
+            dst, src = _clip_slices(y0, x0, h, w, hw)
+            m = mask[src]
+            inside = int(m.sum())
+            if inside < (1 - MAX_OUTSIDE) * total:
+                continue
+            covered = np.bincount(self.inst[dst][m], minlength=len(self.area))
+            if label and any(
+                self.visible[i] - covered[i] < MIN_VISIBLE * self.area[i]
+                for i in range(1, len(self.area))
+            ):
+                continue
+            self.rgb[dst][m] = sprite.rgb[src][m]
+            self.cls[dst][m] = label
+            if label:
+                for i in range(1, len(self.area)):
+                    self.visible[i] -= int(covered[i])
+                self.inst[dst][m] = len(self.area)
+                self.area.append(inside)
+                self.visible.append(inside)
+                self.total.append(total)
+                return len(self.area) - 1
+            self.inst[dst][m] = 0
+            return 0
+        return None
+
+    def visible_fraction(self, inst: int) -> float:
+        """Visible pixels of instance ``inst`` over its whole silhouette (inside or not)."""
+        return self.visible[inst] / self.total[inst]
+
+
+def majority_downsample(label_ss: np.ndarray, factor: int) -> np.ndarray:
+    """``(H·f, W·f)`` label map → ``(H, W)``: the most frequent id per f×f block (ties → lower id)."""
+    hs, ws = label_ss.shape[0] // factor, label_ss.shape[1] // factor
+    blocks = label_ss.reshape(hs, factor, ws, factor).transpose(0, 2, 1, 3).reshape(hs * ws, -1)
+    out = blocks[:, 0].copy()
+    mixed = np.flatnonzero((blocks != out[:, None]).any(axis=1))
+    if mixed.size:  # vote only where a block holds more than one id
+        sub = blocks[mixed]
+        ids = np.unique(sub)
+        counts = np.stack([(sub == i).sum(-1) for i in ids], axis=-1)
+        out[mixed] = ids[counts.argmax(-1)]
+    return out.reshape(hs, ws)
+
+
+def ignore_boundaries(label: np.ndarray, band: int) -> np.ndarray:
+    """Set 255 on pixels within ``band`` px (Chebyshev) of a pixel with a different label.
+
+    Both sides of a boundary are marked, so the band is ``2·band`` px wide, like VOC's outline.
+    """
+    if band <= 0:
+        return label.copy()
+    k = 2 * band + 1
+    win = sliding_window_view(np.pad(label, band, mode="edge"), (k, k))
+    out = label.copy()
+    out[win.max(axis=(-2, -1)) != win.min(axis=(-2, -1))] = IGNORE
+    return out
+
+
+def _choose_labels(rng: Rng) -> list[int]:
+    n = int(rng.choice(len(NUM_OBJECTS_P), p=NUM_OBJECTS_P)) + 1
+    labels: list[int] = []
+    for _ in range(n):
+        if labels and rng.random() < REPEAT_P:
+            labels.append(labels[int(rng.integers(len(labels)))])
+        else:
+            labels.append(int(rng.integers(len(CLASSES))) + 1)
+    return labels
+
+
+def render_scene(rng: Rng, image_size: int = 64, ignore_band: int = 1) -> Scene:
+    """Draw one scene: background, clutter, distractors, then objects back to front."""
+    ss = image_size * SUPERSAMPLE
+    img = background(rng, image_size).resize((ss, ss), Image.BILINEAR)
+    clutter(rng, img)
+    canvas = _Canvas(img)
+    min_width = 0.9 * SUPERSAMPLE
+    period = rng.uniform(2.5, 4.5) * SUPERSAMPLE
+    for _ in range(int(rng.choice(4, p=(0.3, 0.4, 0.2, 0.1)))):
+        parts = distractor(rng)
+        sprite = rasterize(parts, _sample_pose(rng, rng.uniform(0.08, 0.25) * ss), min_width)
+        texture_and_shade(sprite, parts, rng, period)
+        canvas.place(rng, sprite, 0, tries=1)
+    labels = _choose_labels(rng)
+    hi = SIZE_RANGE[1] - 0.06 * (len(labels) - 1)
+    placed = []
+    for label in labels:
+        parts = CLASSES[label - 1].build(rng)
+        size = rng.uniform(SIZE_RANGE[0], hi)
+        sprite = rasterize(parts, _sample_pose(rng, size * ss), min_width)
+        texture_and_shade(sprite, parts, rng, period)
+        inst = canvas.place(rng, sprite, label)
+        if inst is not None:
+            main = next(p for p in parts if p.main)
+            placed.append((inst, label, color_name(main.rgb), round(float(size), 3)))
+    objects = [
+        SceneObject(label, color, size, round(canvas.visible_fraction(inst), 3))
+        for inst, label, color, size in placed
+    ]
+    small = Image.fromarray(canvas.rgb).resize((image_size, image_size), Image.LANCZOS)
+    pixels = np.asarray(small, np.float32) + rng.normal(0, rng.uniform(0.5, 4), (image_size,) * 2 + (3,))
+    image = np.clip(np.round(pixels), 0, 255).astype(np.uint8)
+    label_map = ignore_boundaries(majority_downsample(canvas.cls, SUPERSAMPLE), ignore_band)
+    return Scene(image, label_map, objects)

@@ -1,0 +1,99 @@
+"""Class lists, templates and prompt reduction, against hand-written files and hand-worked numbers."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from freeseg.data.classes import (
+    ClassList,
+    build_prompts,
+    load_classes,
+    load_templates,
+    reduce_prompt_scores,
+)
+
+
+def test_class_file_with_synonyms_and_comments(tmp_path):
+    path = tmp_path / "classes.txt"
+    path.write_text(
+        "# my classes\n\ncat, kitty , feline\n  # indented comment\ndog\n\nhot dog,frankfurter\n",
+        encoding="utf-8",
+    )
+    classes = load_classes(str(path))
+    assert classes.names == [["cat", "kitty", "feline"], ["dog"], ["hot dog", "frankfurter"]]
+    assert classes.display_names == ["cat", "dog", "hot dog"]
+    assert len(classes) == 3
+
+
+def test_builtin_class_lists():
+    voc = load_classes("voc")
+    assert len(voc) == 20
+    assert voc.display_names[0] == "aeroplane" and voc.display_names[14] == "person"
+    coco = load_classes("coco_object")
+    assert len(coco) == 80
+    assert coco.display_names[0] == "person" and coco.display_names[-1] == "toothbrush"
+
+
+def test_class_file_errors(tmp_path):
+    missing = tmp_path / "nope.txt"
+    with pytest.raises(FileNotFoundError, match="nope.txt"):
+        load_classes(str(missing))
+    bad = tmp_path / "bad.txt"
+    bad.write_text("cat\ndog,,puppy\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"bad\.txt, line 2"):
+        load_classes(str(bad))
+    dup = tmp_path / "dup.txt"
+    dup.write_text("cat\ncat, kitty\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="line 2"):
+        load_classes(str(dup))
+    empty = tmp_path / "empty.txt"
+    empty.write_text("# nothing\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="no class"):
+        load_classes(str(empty))
+
+
+def test_builtin_templates():
+    assert load_templates("single") == ["a photo of a {}."]
+    clip80 = load_templates("clip80")
+    assert len(clip80) == 80 and len(set(clip80)) == 80
+    assert clip80[0] == "a bad photo of a {}."
+    assert "itap of a {}." in clip80
+    assert all(t.count("{}") == 1 for t in clip80)
+
+
+def test_template_without_placeholder_names_file_and_line(tmp_path):
+    path = tmp_path / "templates.txt"
+    path.write_text("a photo of a {}.\na photo of something.\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"templates\.txt, line 2"):
+        load_templates(str(path))
+
+
+def test_build_prompts_order_and_owner():
+    classes = ClassList(names=[["cat", "kitty"], ["dog"]])
+    prompts, owner = build_prompts(classes, ["a {}.", "the {}!"])
+    assert prompts == ["a cat.", "the cat!", "a kitty.", "the kitty!", "a dog.", "the dog!"]
+    assert owner.dtype == torch.long
+    assert owner.tolist() == [0, 0, 0, 0, 1, 1]
+
+
+def test_reduce_prompt_scores_hand_worked():
+    # prompts: cat/t1, cat/t2, kitty/t1, kitty/t2, dog/t1, dog/t2
+    owner = torch.tensor([0, 0, 0, 0, 1, 1])
+    scores = torch.tensor([[1.0, 3.0, 5.0, 1.0, 0.0, 4.0], [0.0, 0.0, -1.0, -3.0, 2.0, 2.0]])
+    # name means: cat 2, kitty 3, dog 2 | cat 0, kitty -2, dog 2 → max over names per class
+    out = reduce_prompt_scores(scores, owner, num_classes=2, num_templates=2)
+    assert torch.equal(out, torch.tensor([[3.0, 2.0], [0.0, 2.0]]))
+
+
+def test_reduce_prompt_scores_maps_match_loop():
+    gen = torch.Generator().manual_seed(0)
+    owner = torch.tensor([0, 0, 0, 0, 0, 0, 1, 1, 1])  # class 0: 2 names, class 1: 1 name; T = 3
+    maps = torch.randn(2, 9, 4, 5, generator=gen)
+    out = reduce_prompt_scores(maps, owner, num_classes=2, num_templates=3)
+    assert out.shape == (2, 2, 4, 5)
+    names = [maps[:, i * 3 : (i + 1) * 3].mean(dim=1) for i in range(3)]
+    assert torch.allclose(out[:, 0], torch.maximum(names[0], names[1]))
+    assert torch.allclose(out[:, 1], names[2])
+    with pytest.raises(ValueError, match="multiple of T"):
+        reduce_prompt_scores(maps, owner, num_classes=2, num_templates=2)

@@ -1,0 +1,180 @@
+"""Image-text shards: tar files written with tarfile + PIL, read through ImageTextDataModule."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from freeseg.data.datamodules import ImageTextDataModule
+from freeseg.data.imagetext import Skip, count_samples, decode_sample, expand_shards
+
+CONTEXT = 8
+
+
+class StubTokenizer:
+    """Picklable stand-in: caption → first CONTEXT character codes, zero-padded."""
+
+    def __call__(self, texts: list[str]) -> torch.Tensor:
+        out = torch.zeros(len(texts), CONTEXT, dtype=torch.long)
+        for row, text in enumerate(texts):
+            codes = [ord(c) for c in text[:CONTEXT]]
+            out[row, : len(codes)] = torch.tensor(codes)
+        return out
+
+
+def _image_bytes(rng: np.random.Generator, fmt: str = "JPEG") -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(rng.integers(0, 256, (24, 20, 3), dtype=np.uint8)).save(buf, format=fmt)
+    return buf.getvalue()
+
+
+def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    tar.addfile(info, io.BytesIO(data))
+
+
+def _write_shard(path: Path, samples: list[dict[str, bytes]]) -> None:
+    with tarfile.open(path, "w") as tar:
+        for sample in samples:
+            for ext, data in sample.items():
+                if ext != "key":
+                    _add(tar, f"{sample['key'].decode()}.{ext}", data)
+
+
+@pytest.fixture
+def shards(tmp_path):
+    """Two shards, 6 samples each; one corrupt JPEG and one sample without .txt (mid-shard)."""
+    rng = np.random.default_rng(0)
+    good: dict[str, str] = {}
+    for shard in range(2):
+        samples = []
+        for i in range(6):
+            key = f"{shard:05d}{i:04d}"
+            caption = f"caption number {shard}-{i}"
+            fmt, ext = ("PNG", "png") if i == 4 else ("JPEG", "jpg")
+            sample = {
+                "key": key.encode(),
+                ext: _image_bytes(rng, fmt),
+                "txt": caption.encode(),
+                "json": json.dumps({"key": key}).encode(),
+            }
+            if shard == 0 and i == 2:
+                sample["jpg"] = b"\xff\xd8\xff\xe0 this is not really a jpeg"
+            elif shard == 1 and i == 3:
+                del sample["txt"]
+            else:
+                good[key] = caption
+            samples.append(sample)
+        _write_shard(tmp_path / f"shard-{shard:06d}.tar", samples)
+    return tmp_path, good
+
+
+def _module(root: Path, **kwargs) -> ImageTextDataModule:
+    args = dict(batch_size=3, num_workers=0, image_size=16, shuffle_buffer=0)
+    args.update(kwargs)
+    dm = ImageTextDataModule(str(root / "shard-*.tar"), **args)
+    dm.tokenizer = StubTokenizer()
+    dm.setup("fit")
+    return dm
+
+
+def _collect(loader) -> tuple[list[str], list[dict]]:
+    keys, batches = [], []
+    for batch in loader:
+        keys.extend(batch["key"])
+        batches.append(batch)
+    return keys, batches
+
+
+def test_one_pass_skips_and_counts_broken_samples(shards, caplog):
+    root, good = shards
+    dm = _module(root)
+    with caplog.at_level(logging.WARNING):
+        keys, batches = _collect(dm.train_dataloader())
+    assert sorted(keys) == sorted(good)  # every good sample, once
+    batch = batches[0]
+    assert batch["image"].shape == (3, 3, 16, 16) and batch["image"].dtype == torch.float32
+    assert batch["input_ids"].shape == (3, CONTEXT) and batch["input_ids"].dtype == torch.long
+    for key, caption, ids in zip(batch["key"], batch["caption"], batch["input_ids"], strict=True):
+        assert caption == good[key]
+        assert ids[0].item() == ord(caption[0])
+    assert sum(b["skipped"] for b in batches) == 2
+    report = dm.skip_report()
+    assert report["epoch"] == 2 and report["total"] == 2
+    assert any(e.startswith("000000002 (cannot decode image") for e in report["examples"])
+    assert "000010003 (missing .txt caption)" in report["examples"]
+    assert "skipped 2 corrupt samples this epoch: 000000002" in caplog.text
+    _collect(dm.train_dataloader())
+    assert dm.skip_report()["epoch"] == 2 and dm.skip_report()["total"] == 4
+
+
+def test_two_workers_split_shards_every_sample_once(shards):
+    root, good = shards
+    dm = _module(root, num_workers=2, shuffle_buffer=4, batch_size=4)
+    keys, _ = _collect(dm.train_dataloader())
+    assert sorted(keys) == sorted(good)
+    assert dm.skip_report()["epoch"] == 2
+
+
+def test_epoch_size_fixes_the_number_of_batches(shards):
+    root, _ = shards
+    dm = _module(root, epoch_size=14, batch_size=2, shuffle_buffer=3)
+    loader = dm.train_dataloader()
+    assert len(loader) == 7
+    _, batches = _collect(loader)
+    assert len(batches) == 7 and all(b["image"].shape == (2, 3, 16, 16) for b in batches)
+
+
+def test_val_shards_and_no_validation(shards):
+    root, good = shards
+    dm = ImageTextDataModule(str(root / "shard-*.tar"), val_shards=str(root / "shard-000001.tar"))
+    dm.tokenizer = StubTokenizer()
+    dm.num_workers = 0
+    dm.setup("validate")
+    keys, _ = _collect(dm.val_dataloader())
+    assert sorted(keys) == sorted(k for k in good if k.startswith("00001"))
+    assert dm.skip_report("val")["epoch"] == 1
+    assert _module(root).val_dataloader() == []
+
+
+def test_shard_patterns_and_counting(shards):
+    root, _ = shards
+    pattern = str(root / "shard-{000000..000001}.tar")
+    assert [Path(u).name for u in expand_shards(pattern)] == [
+        "shard-000000.tar",
+        "shard-000001.tar",
+    ]
+    with pytest.raises(FileNotFoundError, match=r"nothing-\*\.tar.*freeseg synth"):
+        expand_shards(str(root / "nothing-*.tar"))
+    assert count_samples(expand_shards(pattern)) == 12  # tar scan: 12 keys with an image
+    (root / "shard-000000_stats.json").write_text(json.dumps({"successes": 100}))
+    assert count_samples(expand_shards(pattern)) == 106
+
+
+def test_decode_sample_reasons():
+    rng = np.random.default_rng(3)
+    image = _image_bytes(rng)
+    ident = lambda img: img  # noqa: E731
+    cases = {
+        "no image (.jpg/.jpeg/.png/.webp)": {"txt": b"hi"},
+        "caption is not UTF-8": {"jpg": image, "txt": b"\xff\xfe\xfa"},
+        "empty caption": {"jpg": image, "txt": b"  \n"},
+        "cannot identify image": {"jpg": b"garbage", "txt": b"hi"},
+    }
+    for reason, fields in cases.items():
+        assert decode_sample({"__key__": "k", **fields}, ident) == Skip("k", reason)
+    truncated = decode_sample({"__key__": "t", "jpg": image[: len(image) // 2], "txt": b"x"}, ident)
+    assert isinstance(truncated, Skip) and truncated.reason.startswith("cannot decode image")
+    ok = decode_sample(
+        {"__key__": "w", "WEBP": _image_bytes(rng, "WEBP"), "txt": b" a cat "}, ident
+    )
+    assert ok["caption"] == "a cat" and ok["image"].size == (20, 24)

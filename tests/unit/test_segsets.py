@@ -1,0 +1,194 @@
+"""Segmentation readers on tiny VOC / COCO-Object / folder fixtures written with PIL directly."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from freeseg.data.datamodules import SegmentationDataModule
+from freeseg.data.segsets import (
+    COCOObjectSegmentation,
+    ImageFolderSet,
+    VOCSegmentation,
+    collate_segmentation,
+)
+from freeseg.data.transforms import SegEvalTransform, SegTrainTransform
+
+SIZES = {"2007_000032": (20, 30), "2007_000039": (24, 16), "2008_000002": (18, 18)}
+
+
+def _palette() -> list[int]:
+    # any palette will do: the pixel values are the labels
+    return [v for i in range(256) for v in ((i * 37) % 256, (i * 91) % 256, (i * 13) % 256)]
+
+
+def _write_palette_png(path: Path, label: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img = Image.fromarray(label.astype(np.uint8), mode="P")
+    img.putpalette(_palette())
+    img.save(path)
+
+
+def _write_jpeg(path: Path, h: int, w: int, rng: np.random.Generator) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(path, quality=90)
+
+
+def _label(h: int, w: int, rng: np.random.Generator) -> np.ndarray:
+    label = rng.integers(0, 21, (h, w)).astype(np.uint8)
+    label[0, 0] = 255
+    return label
+
+
+@pytest.fixture
+def voc(tmp_path):
+    rng = np.random.default_rng(0)
+    root = tmp_path / "VOC2012"
+    masks, aug = {}, {}
+    for item_id, (h, w) in SIZES.items():
+        _write_jpeg(root / "JPEGImages" / f"{item_id}.jpg", h, w, rng)
+        masks[item_id] = _label(h, w, rng)
+        _write_palette_png(root / "SegmentationClass" / f"{item_id}.png", masks[item_id])
+    aug["2008_000002"] = _label(18, 18, rng)
+    _write_palette_png(root / "SegmentationClassAug" / "2008_000002.png", aug["2008_000002"])
+    lists = root / "ImageSets" / "Segmentation"
+    lists.mkdir(parents=True)
+    (lists / "train.txt").write_text("2007_000032\n2007_000039\n")
+    (lists / "val.txt").write_text("2008_000002\n2007_000039\n\n")
+    (lists / "train_aug.txt").write_text("2007_000032\n2008_000002\n")
+    return root, masks, aug
+
+
+def test_voc_val_items_pixel_exact(voc):
+    root, masks, _ = voc
+    data = VOCSegmentation(str(root), "val", transform=SegEvalTransform(32))
+    assert data.ids == ["2008_000002", "2007_000039"] and data.has_masks
+    for index, item_id in enumerate(data.ids):
+        item = data[index]
+        assert item["id"] == item_id
+        assert item["size"] == SIZES[item_id]
+        assert item["image"].shape == (3, 32, 32) and item["image"].dtype == torch.float32
+        assert item["mask"].dtype == torch.long
+        assert np.array_equal(item["mask"].numpy(), masks[item_id])
+
+
+def test_voc_train_aug_prefers_aug_masks(voc):
+    root, masks, aug = voc
+    data = VOCSegmentation(str(root), "train_aug")
+    assert data.ids == ["2007_000032", "2008_000002"]
+    assert np.array_equal(data[0]["mask"].numpy(), masks["2007_000032"])  # fallback
+    assert np.array_equal(data[1]["mask"].numpy(), aug["2008_000002"])
+    assert data[0]["image"].shape == (3, 20, 30)  # default transform keeps the size
+
+
+def test_voc_list_file_override_two_column_form(voc, tmp_path):
+    root, masks, _ = voc
+    list_file = tmp_path / "mine.txt"
+    list_file.write_text("/JPEGImages/2007_000039.jpg /SegmentationClassAug/2007_000039.png\n")
+    data = VOCSegmentation(str(root), "val", list_file=str(list_file))
+    assert data.ids == ["2007_000039"]
+    assert np.array_equal(data[0]["mask"].numpy(), masks["2007_000039"])
+
+
+def test_voc_errors_name_paths(voc, tmp_path):
+    root, _, _ = voc
+    with pytest.raises(FileNotFoundError, match="no_such_voc") as err:
+        VOCSegmentation(str(tmp_path / "no_such_voc"))
+    assert "JPEGImages" in str(err.value)
+    with pytest.raises(FileNotFoundError, match="trainval.txt"):
+        VOCSegmentation(str(root), "trainval")
+    (root / "JPEGImages" / "2007_000039.jpg").unlink()
+    with pytest.raises(FileNotFoundError, match="2007_000039.jpg"):
+        VOCSegmentation(str(root), "val")
+
+
+def test_voc_without_masks_and_label_check(voc):
+    root, _, _ = voc
+    bad = np.zeros(SIZES["2007_000032"], np.uint8)
+    bad[3, 4] = 21
+    _write_palette_png(root / "SegmentationClass" / "2007_000032.png", bad)
+    data = VOCSegmentation(str(root), "train", max_label=20)
+    with pytest.raises(ValueError, match="2007_000032.png"):
+        data[0]
+    for sub in ("SegmentationClass", "SegmentationClassAug"):
+        for png in (root / sub).glob("*.png"):
+            png.unlink()
+        (root / sub).rmdir()
+    data = VOCSegmentation(str(root), "train")
+    assert not data.has_masks and "mask" not in data[0]
+
+
+def test_collate_keeps_masks_as_list(voc):
+    root, masks, _ = voc
+    data = VOCSegmentation(str(root), "val", transform=SegEvalTransform(16))
+    batch = collate_segmentation([data[0], data[1]])
+    assert batch["image"].shape == (2, 3, 16, 16)
+    assert [tuple(m.shape) for m in batch["mask"]] == [SIZES["2008_000002"], SIZES["2007_000039"]]
+    assert batch["id"] == data.ids and batch["size"] == [SIZES[i] for i in data.ids]
+    raw = VOCSegmentation(str(root), "val")
+    with pytest.raises(ValueError, match="batch_size=1"):
+        collate_segmentation([raw[0], raw[1]])
+
+
+def test_coco_object_and_folder(tmp_path):
+    rng = np.random.default_rng(1)
+    root = tmp_path / "coco"
+    labels = {}
+    for stem in ("000000000139", "000000000285"):
+        _write_jpeg(root / "images" / "val2017" / f"{stem}.jpg", 12, 10, rng)
+        labels[stem] = rng.integers(0, 81, (12, 10)).astype(np.uint8)
+        _write_palette_png(root / "annotations_object" / "val2017" / f"{stem}.png", labels[stem])
+    data = COCOObjectSegmentation(str(root), "val2017", max_label=80)
+    assert data.ids == list(labels)
+    for index, stem in enumerate(data.ids):
+        assert np.array_equal(data[index]["mask"].numpy(), labels[stem])
+    with pytest.raises(FileNotFoundError, match="train2017"):
+        COCOObjectSegmentation(str(root), "train2017")
+
+    folder = tmp_path / "mine"
+    _write_jpeg(folder / "b.jpg", 8, 8, rng)
+    Image.fromarray(rng.integers(0, 256, (6, 9, 3), dtype=np.uint8)).save(folder / "a.png")
+    _write_jpeg(folder / "sub" / "c.jpg", 8, 8, rng)
+    (folder / "notes.txt").write_text("not an image")
+    flat = ImageFolderSet(str(folder))
+    assert flat.ids == ["a", "b"] and not flat.has_masks
+    assert flat[0]["size"] == (6, 9) and "mask" not in flat[0]
+    assert ImageFolderSet(str(folder), recursive=True).ids == ["a", "b", "sub/c"]
+
+
+def test_train_transform_shapes_and_labels():
+    torch.manual_seed(0)
+    rng = np.random.default_rng(2)
+    image = Image.fromarray(rng.integers(0, 256, (20, 30, 3), dtype=np.uint8))
+    label = rng.integers(0, 5, (20, 30)).astype(np.uint8)
+    for _ in range(5):
+        img_t, mask_t = SegTrainTransform(crop=24)(image, label)
+        assert img_t.shape == (3, 24, 24) and mask_t.shape == (24, 24)
+        assert set(mask_t.unique().tolist()) <= {0, 1, 2, 3, 4, 255}
+    # scale 1, crop larger than the image: the padded band is 255 in the mask, 0 in the image
+    img_t, mask_t = SegTrainTransform(crop=32, scale_range=(1.0, 1.0), flip=False)(image, label)
+    assert np.array_equal(mask_t[:20, :30].numpy(), label)
+    assert (mask_t[20:] == 255).all() and (img_t[:, :, 30:] == 0).all()
+
+
+def test_segmentation_datamodule(voc):
+    root, masks, _ = voc
+    dm = SegmentationDataModule(str(root), image_size=16, batch_size=2, num_workers=0)
+    assert len(dm.classes) == 20
+    dm.setup("test")
+    batch = next(iter(dm.test_dataloader()))
+    assert batch["image"].shape == (2, 3, 16, 16)
+    assert np.array_equal(batch["mask"][0].numpy(), masks["2008_000002"])
+    dm.setup("fit")
+    train = next(iter(dm.train_dataloader()))
+    assert train["image"].shape == (2, 3, 16, 16) and train["mask"].shape == (2, 16, 16)
+    few = root.parent / "two.txt"
+    few.write_text("cat\ndog\n")
+    small = SegmentationDataModule(str(root), classes=str(few), batch_size=1, num_workers=0)
+    small.setup("validate")
+    with pytest.raises(ValueError, match=r"2008_000002\.png"):
+        next(iter(small.val_dataloader()))
