@@ -71,10 +71,10 @@ def _run_tool(name: str, args: Sequence[str]) -> Any:
     return CLI(func, args=list(args), prog=f"freeseg {name}")
 
 
-def _run_trainer(args: Sequence[str]) -> None:
+def _run_trainer(args: Sequence[str] | None) -> None:
     from freeseg.lightning_cli import FreeSegCLI
 
-    FreeSegCLI(args=list(args))
+    FreeSegCLI(args=None if args is None else list(args))
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -91,7 +91,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                 print(f"{key}: {value}")
         return
     if args[0] in TRAINER_COMMANDS or args[0].startswith("-"):
-        _run_trainer(args)
+        _run_trainer(None if argv is None else args)
         return
     print(f"freeseg: unknown command {args[0]!r}\n\n{_usage()}", file=sys.stderr)
     raise SystemExit(2)

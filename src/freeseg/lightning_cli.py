@@ -2,14 +2,47 @@
 
 Models and data modules are any ``LightningModule`` / ``LightningDataModule`` named by
 ``class_path``; there is no registry. The configuration actually used is saved beside
-the logs of every run.
+the logs of every run. Before anything is built, every configured path to data or weights
+is checked, so a missing file stops the run at once with the key that names it.
 """
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 from lightning.pytorch.cli import LightningCLI
+
+# key suffix → what it is and where the README explains how to obtain it
+PATH_KEYS = {
+    "checkpoint": "image encoder weights (README: 'Real data' → DINO ViT-B/8)",
+    "train_shards": "image-caption shards (README: 'Real data' → GCC3M; or `freeseg synth`)",
+    "val_shards": "image-caption shards (README: 'Real data' → GCC3M; or `freeseg synth`)",
+    "root": "segmentation set (README: 'Real data' → PASCAL VOC / COCO-Object)",
+    "ckpt_path": "a checkpoint written by `freeseg fit`",
+}
+
+
+def missing_paths(config: Any) -> list[str]:
+    """Configured paths to data or weights that do not exist, one message each."""
+    from freeseg.data.imagetext import expand_shards
+
+    problems = []
+    for key, value in config.items():
+        leaf = key.rsplit(".", 1)[-1]
+        if leaf not in PATH_KEYS or not isinstance(value, str) or value in ("last", "best"):
+            continue
+        try:
+            if leaf.endswith("shards"):
+                expand_shards(value)
+            else:
+                from pathlib import Path
+
+                if not Path(value).exists():
+                    raise FileNotFoundError(value)
+        except FileNotFoundError:
+            problems.append(f"  {key}: {value!r} does not exist — {PATH_KEYS[leaf]}")
+    return problems
 
 
 class FreeSegCLI(LightningCLI):
@@ -19,5 +52,11 @@ class FreeSegCLI(LightningCLI):
         kwargs.setdefault("subclass_mode_model", True)
         kwargs.setdefault("subclass_mode_data", True)
         kwargs.setdefault("save_config_kwargs", {"overwrite": True})
-        kwargs.setdefault("parser_kwargs", {"prog": "freeseg"})
         super().__init__(args=args, **kwargs)
+
+    def before_instantiate_classes(self) -> None:
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        problems = missing_paths(config)
+        if problems:
+            print("freeseg: missing paths, nothing was started:", *problems, sep="\n", file=sys.stderr)
+            raise SystemExit(2)

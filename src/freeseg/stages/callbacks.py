@@ -20,6 +20,7 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
+from lightning.pytorch.utilities import rank_zero_info
 from torchmetrics import Metric
 
 from freeseg.metrics import MatchedIoU, MeanIoU, MultiLabelAP
@@ -62,7 +63,10 @@ class _MetricCallback(pl.Callback):
         prefix = _prefix(trainer)
         self.last = {f"{prefix}/{k}": v for k, v in self.report(metric).items()}
         for key, value in self.last.items():
-            pl_module.log(key, value, sync_dist=False, rank_zero_only=True)
+            pl_module.log(key, value, prog_bar=True, sync_dist=False, rank_zero_only=True)
+        if trainer.is_global_zero and not trainer.sanity_checking:
+            shown = ", ".join(f"{k} {v:.4f}" for k, v in self.last.items())
+            rank_zero_info(f"epoch {trainer.current_epoch}: {shown}")
         metric.reset()
 
     def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

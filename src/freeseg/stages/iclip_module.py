@@ -21,6 +21,7 @@ from freeseg.models.prompts import PromptBank
 from freeseg.models.tokenizer import ClipTokenizer
 from freeseg.ops.itsm import minmax_normalize
 from freeseg.ops.losses import info_nce
+from freeseg.stages.schedules import warmup_cosine
 
 
 def image_labels(masks: list[torch.Tensor], num_classes: int) -> torch.Tensor:
@@ -101,7 +102,7 @@ class ICLIPModule(pl.LightningModule):
         if self.hparams.scheduler == "constant":
             return optimizer
         total = max(1, int(self.trainer.estimated_stepping_batches))
-        cosine = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total)
+        cosine = warmup_cosine(optimizer, total, warmup_steps=0)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": cosine, "interval": "step"}}
 
     # -------------------------------------------------------------- evaluation

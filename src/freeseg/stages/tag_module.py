@@ -3,7 +3,7 @@
 The paper freezes a DINO ViT-B/8. No pretrained weights exist for the generated world, so
 a small ViT is first trained here with an objective that uses no masks: predict which
 caption words (CLIP BPE tokens) occur in an image's caption from its class token (multi-
-label, binary cross-entropy). Its ``state_dict()`` is exported in timm's format and then
+label, softmax cross-entropy). Its ``state_dict()`` is exported in timm's format and then
 frozen by stage 0 exactly as DINO's weights are (``FrozenViT(checkpoint=...)``).
 """
 
@@ -22,6 +22,7 @@ from freeseg.data.classes import load_classes
 from freeseg.models.image_encoder import create_vit
 from freeseg.models.tokenizer import ClipTokenizer
 from freeseg.stages.iclip_module import image_labels
+from freeseg.stages.schedules import warmup_cosine
 
 
 def caption_tags(input_ids: torch.Tensor, vocab_size: int) -> torch.Tensor:
@@ -34,6 +35,20 @@ def caption_tags(input_ids: torch.Tensor, vocab_size: int) -> torch.Tensor:
     tags[:, 0] = 0.0
     tags[:, vocab_size - 2 :] = 0.0
     return tags
+
+
+def tag_loss(logits: torch.Tensor, tags: torch.Tensor) -> torch.Tensor:
+    """Softmax cross-entropy against the caption's tags spread uniformly.
+
+    L = −Σ_v (y_v / Σy) log softmax(z)_v, averaged over the batch: the multi-label loss of
+    hashtag pretraining (Mahajan et al. 2018). Unlike one binary loss per vocabulary entry,
+    the ~49k never-seen tokens are pushed down together by the softmax, so learning starts
+    at once. Captions without any tag contribute nothing.
+    """
+    counts = tags.sum(1, keepdim=True)
+    target = tags / counts.clamp_min(1.0)
+    per_image = -(target * F.log_softmax(logits, dim=1)).sum(1)
+    return per_image.sum() / (counts > 0).sum().clamp_min(1)
 
 
 class TagPretrainModule(pl.LightningModule):
@@ -91,7 +106,7 @@ class TagPretrainModule(pl.LightningModule):
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         logits = self(batch["image"])
         tags = caption_tags(batch["input_ids"], self.vocab_size)
-        loss = F.binary_cross_entropy_with_logits(logits, tags, reduction="sum") / len(tags)
+        loss = tag_loss(logits, tags)
         self.log("train/loss", loss, prog_bar=True, batch_size=len(tags))
         return loss
 
@@ -113,10 +128,7 @@ class TagPretrainModule(pl.LightningModule):
             self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay
         )
         total = max(1, int(self.trainer.estimated_stepping_batches))
-        warmup = max(1, total // 20)
-        schedule = torch.optim.lr_scheduler.OneCycleLR(
-            optimizer, max_lr=self.hparams.lr, total_steps=total, pct_start=warmup / total
-        )
+        schedule = warmup_cosine(optimizer, total, warmup_steps=total // 20)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
     def export_encoder(self) -> None:

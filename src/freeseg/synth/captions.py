@@ -24,31 +24,82 @@ P_COLOR = 0.35
 P_HASHTAGS = 0.07
 
 SINGLE = (
-    "{x}", "a photo of {x}", "photo of {x}", "{x} on a sunny day", "vector illustration of {x}",
-    "my new {n}!!", "close-up of {x}", "cartoon {n} icon", "{x} in the park",
-    "there is {x} in the picture", "look at this {n}", "{x}, isolated", "drawing of {x}",
-    "{x} against a colorful background", "image may contain: {x}", "I love this {n}",
-    "{n} clipart", "hand drawn {n}", "{x} for kids", "cute {n} illustration",
+    "{x}",
+    "a photo of {x}",
+    "photo of {x}",
+    "{x} on a sunny day",
+    "vector illustration of {x}",
+    "my new {n}!!",
+    "close-up of {x}",
+    "cartoon {n} icon",
+    "{x} in the park",
+    "there is {x} in the picture",
+    "look at this {n}",
+    "{x}, isolated",
+    "drawing of {x}",
+    "{x} against a colorful background",
+    "image may contain: {x}",
+    "I love this {n}",
+    "{n} clipart",
+    "hand drawn {n}",
+    "{x} for kids",
+    "cute {n} illustration",
 )
 MULTI = (
-    "{l}", "{a} next to {b}", "{a} and {b}", "{l} on a sunny day", "{a} with {b}",
-    "{a} near {b}", "illustration with {l}", "photo of {l}", "{l} in the park",
-    "{a} in front of {b}", "{a} behind {b}", "image may contain: {l}", "set of icons: {l}",
-    "{l}, vector", "cartoon {l}",
+    "{l}",
+    "{a} next to {b}",
+    "{a} and {b}",
+    "{l} on a sunny day",
+    "{a} with {b}",
+    "{a} near {b}",
+    "illustration with {l}",
+    "photo of {l}",
+    "{l} in the park",
+    "{a} in front of {b}",
+    "{a} behind {b}",
+    "image may contain: {l}",
+    "set of icons: {l}",
+    "{l}, vector",
+    "cartoon {l}",
 )
 EMPTY = (
-    "stock photo", "abstract background with shapes", "untitled", "IMG_{d}", "DSC{d}.jpg",
-    "beautiful colorful background", "my favourite picture", "pattern design",
-    "image may contain: outdoor", "wallpaper", "a picture I took yesterday", "digital art",
+    "stock photo",
+    "abstract background with shapes",
+    "untitled",
+    "IMG_{d}",
+    "DSC{d}.jpg",
+    "beautiful colorful background",
+    "my favourite picture",
+    "pattern design",
+    "image may contain: outdoor",
+    "wallpaper",
+    "a picture I took yesterday",
+    "digital art",
 )
 PREFIXES = ("stock photo:", "vector:", "new post:", "hd", "closeup:", "wow")
 SUFFIXES = (
-    "stock photo", "in the sunset", "#art", "high quality", "royalty free", "hd wallpaper",
-    "#cute #design", "for kids", "cartoon style", "free download", "- stock illustration",
-    "on a sunny day", "at dusk", "4k", "flat design", "#kawaii",
+    "stock photo",
+    "in the sunset",
+    "#art",
+    "high quality",
+    "royalty free",
+    "hd wallpaper",
+    "#cute #design",
+    "for kids",
+    "cartoon style",
+    "free download",
+    "- stock illustration",
+    "on a sunny day",
+    "at dusk",
+    "4k",
+    "flat design",
+    "#kawaii",
 )
-COUNTS = {2: ("two", "2", "a pair of", "", "some"), 3: ("three", "3", "several", "", "a group of"),
-          4: ("four", "4", "many", "", "a lot of")}
+COUNTS = {
+    2: ("two", "2", "a pair of", "", "some"),
+    3: ("three", "3", "several", "", "a group of"),
+    4: ("four", "4", "many", "", "a lot of"),
+}
 _IRREGULAR = {"fish": "fish", "goldfish": "goldfish", "cactus": "cacti", "snowman": "snowmen"}
 
 
@@ -127,8 +178,11 @@ def _typo(rng: Rng, text: str) -> str:
     i = long[int(rng.integers(len(long)))]
     w, j = words[i], int(rng.integers(1, len(words[i]) - 1))
     op = int(rng.integers(3))
-    words[i] = (w[:j] + w[j + 1] + w[j] + w[j + 2:]) if op == 0 else (
-        w[:j] + w[j + 1:] if op == 1 else w[:j] + w[j] + w[j:])
+    words[i] = (
+        (w[:j] + w[j + 1] + w[j] + w[j + 2 :])
+        if op == 0
+        else (w[:j] + w[j + 1 :] if op == 1 else w[:j] + w[j] + w[j:])
+    )
     return " ".join(words)
 
 
@@ -155,7 +209,9 @@ def make_caption(rng: Rng, objects: Sequence[SceneObject]) -> str:
     mentions = _choose_mentions(rng, objects)
     phrases = [_phrase(rng, lab, objs) for lab, objs in mentions]
     if phrases and rng.random() < P_HASHTAGS:
-        tags = [p[1].split(" ")[-1] for p in phrases] + list(rng.choice(["art", "design", "cute"], 2))
+        tags = [p[1].split(" ")[-1] for p in phrases] + list(
+            rng.choice(["art", "design", "cute"], 2, replace=False)
+        )
         text = " ".join("#" + t for t in rng.permutation(tags))
     elif not phrases:
         text = str(rng.choice(EMPTY)).format(d=int(rng.integers(1000, 9999)))

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from freeseg.synth import shapes
+from freeseg.synth import shapes_boxy, shapes_round
 from freeseg.synth.parts import Part, Rng
 
 
@@ -29,24 +29,24 @@ class ObjectClass:
 
 # Label ids are 1 + position in this tuple; 0 is background, as in VOC.
 CLASSES: tuple[ObjectClass, ...] = (
-    ObjectClass("umbrella", ("parasol",), "hooked handle", shapes.umbrella),
-    ObjectClass("mushroom", ("toadstool",), "spotted cap", shapes.mushroom),
-    ObjectClass("tree", ("oak",), "trunk", shapes.tree),
-    ObjectClass("house", ("home", "cottage"), "roof", shapes.house),
-    ObjectClass("car", ("automobile", "vehicle"), "wheels", shapes.car),
-    ObjectClass("fish", ("goldfish",), "tail fin", shapes.fish),
-    ObjectClass("flower", ("daisy", "blossom"), "petals", shapes.flower),
-    ObjectClass("cup", ("mug",), "handle", shapes.cup),
-    ObjectClass("sailboat", ("boat", "yacht"), "sail", shapes.sailboat),
-    ObjectClass("kite", (), "tail bows", shapes.kite),
-    ObjectClass("snowman", (), "hat", shapes.snowman),
-    ObjectClass("candle", (), "flame", shapes.candle),
-    ObjectClass("clock", ("watch",), "hands", shapes.clock),
-    ObjectClass("balloon", (), "string", shapes.balloon),
-    ObjectClass("ladder", (), "rungs", shapes.ladder),
-    ObjectClass("bottle", ("flask",), "neck", shapes.bottle),
-    ObjectClass("sun", (), "rays", shapes.sun),
-    ObjectClass("cactus", ("succulent",), "arms", shapes.cactus),
-    ObjectClass("guitar", (), "neck", shapes.guitar),
-    ObjectClass("rocket", ("spaceship", "spacecraft"), "fins", shapes.rocket),
+    ObjectClass("umbrella", ("parasol",), "hooked handle", shapes_round.umbrella),
+    ObjectClass("mushroom", ("toadstool",), "spotted cap", shapes_round.mushroom),
+    ObjectClass("tree", ("oak",), "trunk", shapes_round.tree),
+    ObjectClass("house", ("home", "cottage"), "roof", shapes_boxy.house),
+    ObjectClass("car", ("automobile", "vehicle"), "wheels", shapes_boxy.car),
+    ObjectClass("fish", ("goldfish",), "tail fin", shapes_boxy.fish),
+    ObjectClass("flower", ("daisy", "blossom"), "petals", shapes_round.flower),
+    ObjectClass("cup", ("mug",), "handle", shapes_boxy.cup),
+    ObjectClass("sailboat", ("boat", "yacht"), "sail", shapes_boxy.sailboat),
+    ObjectClass("kite", (), "tail bows", shapes_round.kite),
+    ObjectClass("snowman", (), "hat", shapes_round.snowman),
+    ObjectClass("candle", (), "flame", shapes_boxy.candle),
+    ObjectClass("clock", ("watch",), "hands", shapes_round.clock),
+    ObjectClass("balloon", (), "string", shapes_round.balloon),
+    ObjectClass("ladder", (), "rungs", shapes_boxy.ladder),
+    ObjectClass("bottle", ("flask",), "neck", shapes_boxy.bottle),
+    ObjectClass("sun", (), "rays", shapes_round.sun),
+    ObjectClass("cactus", ("succulent",), "arms", shapes_round.cactus),
+    ObjectClass("guitar", (), "neck", shapes_boxy.guitar),
+    ObjectClass("rocket", ("spaceship", "spacecraft"), "fins", shapes_boxy.rocket),
 )

@@ -144,6 +144,7 @@ BLUE: list[HueRange] = [(195, 235)]
 PURPLE: list[HueRange] = [(265, 295)]
 PINK: list[HueRange] = [(315, 340)]
 BROWN: list[HueRange] = [(18, 34)]
+VIVID: list[HueRange] = RED + ORANGE + YELLOW + GREEN + BLUE + PURPLE + PINK
 
 
 def dark(rng: Rng) -> RGB:

@@ -36,24 +36,35 @@ def preview_image(seed: int, image_size: int, ignore_band: int, num: int = 8) ->
         scene, caption = make_sample(seed, "pairs", i, image_size, ignore_band)
         x, y = 8 + (i % COLUMNS) * cell_w, 8 + (i // COLUMNS) * cell_h
         for j, arr in enumerate((scene.image, colorize(scene.label))):
-            tile = Image.fromarray(arr).resize((TILE, TILE), Image.NEAREST)
+            tile = Image.fromarray(arr).resize((TILE, TILE), Image.Resampling.NEAREST)
             sheet.paste(tile, (x + j * (TILE + 4), y))
         lines = textwrap.wrap(f'"{caption}"', width=46)[:3]
         for k, line in enumerate(lines):
             draw.text((x, y + TILE + 4 + 17 * k), line, fill="black", font=font)
         drawn = "drawn: " + ", ".join(f"{o.color} {o.name}" for o in scene.objects)
-        draw.text((x, y + TILE + 4 + 17 * 3 + 2), textwrap.shorten(drawn, 64), fill=(110, 110, 110), font=small)
+        draw.text(
+            (x, y + TILE + 4 + 17 * 3 + 2),
+            textwrap.shorten(drawn, 64),
+            fill=(110, 110, 110),
+            font=small,
+        )
     palette = voc_palette()
-    entries = [("background", 0)] + [(c.name, k) for k, c in enumerate(CLASSES, 1)] + [("ignore", 255)]
+    entries = (
+        [("background", 0)] + [(c.name, k) for k, c in enumerate(CLASSES, 1)] + [("ignore", 255)]
+    )
     y0 = rows * cell_h + 8
     for k, (name, label) in enumerate(entries):
         x, y = 8 + (k % 6) * 134, y0 + (k // 6) * 24
-        draw.rectangle((x, y, x + 16, y + 16), fill=tuple(int(v) for v in palette[label]), outline="black")
+        draw.rectangle(
+            (x, y, x + 16, y + 16), fill=tuple(int(v) for v in palette[label]), outline="black"
+        )
         draw.text((x + 22, y + 1), name, fill="black", font=small)
     return sheet
 
 
-def write_preview(path: str | os.PathLike[str], seed: int, image_size: int, ignore_band: int) -> None:
+def write_preview(
+    path: str | os.PathLike[str], seed: int, image_size: int, ignore_band: int
+) -> None:
     """Write :func:`preview_image` as a PNG, atomically."""
     sheet = preview_image(seed, image_size, ignore_band)
     with atomic_path(path) as tmp:

@@ -93,10 +93,10 @@ def rasterize(parts: list[Part], pose: Pose, min_width: float) -> Sprite:
     return Sprite(np.asarray(rgb_img).copy(), np.asarray(part_img).copy())
 
 
-def _smooth_noise(rng: Rng, h: int, w: int, cells: int) -> np.ndarray:
+def smooth_noise(rng: Rng, h: int, w: int, cells: int) -> np.ndarray:
     """Low-frequency noise in [-1, 1], ``(h, w)`` float32, from a ``cells``² grid upsampled."""
     grid = rng.uniform(0, 255, size=(cells, cells)).astype(np.uint8)
-    img = Image.fromarray(grid, mode="L").resize((w, h), Image.BICUBIC)
+    img = Image.fromarray(grid).resize((w, h), Image.Resampling.BICUBIC)
     return np.asarray(img, dtype=np.float32) / 127.5 - 1.0
 
 
@@ -106,39 +106,43 @@ def texture_and_shade(sprite: Sprite, parts: list[Part], rng: Rng, period: float
     ``period`` is the texture's spatial period in sprite pixels.
     """
     h, w = sprite.parts.shape
-    rgb = sprite.rgb.astype(np.float32)
-    lut = np.zeros(256, bool)
-    lut[[i for i, p in enumerate(parts, 1) if p.textured]] = True
-    textured = lut[sprite.parts]
     kind = TEXTURES[int(rng.choice(len(TEXTURES), p=TEXTURE_P))]
     yy = np.arange(h, dtype=np.float32)[:, None]
     xx = np.arange(w, dtype=np.float32)[None, :]
+    tone = np.float32(1.0)
     if kind == "stripes":
         a = rng.uniform(0, np.pi)
-        on = ((xx * np.cos(a) + yy * np.sin(a)) / period) % 1.0 < 0.5
-        factor = np.where(on, rng.choice([0.7, 1.35]), 1.0)
+        on = ((xx * np.float32(np.cos(a)) + yy * np.float32(np.sin(a))) / period) % 1.0 < 0.5
+        tone = np.float32(rng.choice([0.7, 1.35]))
     elif kind == "dots":
         r = period * rng.uniform(0.18, 0.3)
         on = ((xx % period) - period / 2) ** 2 + ((yy % period) - period / 2) ** 2 < r * r
-        factor = np.where(on, rng.choice([0.65, 1.45]), 1.0)
+        tone = np.float32(rng.choice([0.65, 1.45]))
     elif kind == "noise":
-        factor = 1.0 + 0.22 * _smooth_noise(rng, h, w, 6)
-    else:
-        factor = np.ones((h, w), np.float32)
-    factor = np.where(textured, factor, np.float32(1.0))
-    light = 1.0 + 0.1 * ((xx / w - 0.5) * rng.uniform(-1, 1) + (yy / h - 0.5) * rng.uniform(-1, 1))
-    rgb = _lighten_or_darken(rgb, factor * light)
+        noise = np.float32(1.0) + np.float32(0.22) * smooth_noise(rng, h, w, 6)
+    gx, gy = rng.uniform(-0.1, 0.1, size=2)
+    light = (1.0 + gy * (yy / h - 0.5)) + gx * (xx / w - 0.5)  # (h, w) soft directional light
+    factor = np.broadcast_to(light, (h, w)).astype(np.float32)
+    if kind != "flat":
+        lut = np.zeros(256, bool)
+        lut[[i for i, p in enumerate(parts, 1) if p.textured]] = True
+        textured = lut[sprite.parts]
+        pattern = noise if kind == "noise" else np.where(on, tone, np.float32(1.0))
+        factor = np.where(textured, factor * pattern, factor)
+    rgb = _lighten_or_darken(sprite.rgb.astype(np.float32), factor)
     if rng.random() < 0.7:
         edge = _edges(sprite.parts, width=int(rng.integers(2, 5)))
-        rgb[edge] *= rng.uniform(0.3, 0.55)
+        rgb[edge] *= np.float32(rng.uniform(0.3, 0.55))
     sprite.rgb = np.clip(rgb, 0, 255).astype(np.uint8)
 
 
 def _lighten_or_darken(rgb: np.ndarray, factor: np.ndarray) -> np.ndarray:
     """factor ≤ 1 scales towards black, factor > 1 moves ``factor - 1`` of the way to white."""
-    lift = np.clip(factor - 1.0, 0.0, 1.0)
-    scale = np.minimum(factor, 1.0) * (1.0 - lift)
-    return rgb * scale[..., None] + (255.0 * lift)[..., None]
+    if factor.max() <= 1.0:
+        return rgb * factor[..., None]
+    lift = np.clip(factor - np.float32(1.0), 0.0, 1.0)
+    scale = np.minimum(factor, np.float32(1.0)) * (np.float32(1.0) - lift)
+    return rgb * scale[..., None] + (np.float32(255.0) * lift)[..., None]
 
 
 def _edges(parts: np.ndarray, width: int) -> np.ndarray:

@@ -20,13 +20,17 @@ SPLITS = {"pairs": 0, "train": 1, "val": 2}
 JPEG_QUALITY = 90
 
 
-def sample_rngs(seed: int, split: str, index: int) -> tuple[np.random.Generator, np.random.Generator]:
+def sample_rngs(
+    seed: int, split: str, index: int
+) -> tuple[np.random.Generator, np.random.Generator]:
     """Independent generators for the scene and for its caption of one sample."""
     scene_seq, caption_seq = np.random.SeedSequence([seed, SPLITS[split], index]).spawn(2)
     return np.random.default_rng(scene_seq), np.random.default_rng(caption_seq)
 
 
-def make_sample(seed: int, split: str, index: int, image_size: int, ignore_band: int) -> tuple[Scene, str]:
+def make_sample(
+    seed: int, split: str, index: int, image_size: int, ignore_band: int
+) -> tuple[Scene, str]:
     """The scene and caption of sample ``index`` of ``split`` (captions exist for every split)."""
     scene_rng, caption_rng = sample_rngs(seed, split, index)
     scene = render_scene(scene_rng, image_size, ignore_band)
@@ -36,7 +40,7 @@ def make_sample(seed: int, split: str, index: int, image_size: int, ignore_band:
 def encode_jpeg(image: np.ndarray) -> bytes:
     """``(H, W, 3)`` uint8 → JPEG bytes (fixed quality, 4:4:4 chroma, no metadata)."""
     buf = io.BytesIO()
-    Image.fromarray(image, mode="RGB").save(buf, format="JPEG", quality=JPEG_QUALITY, subsampling=0)
+    Image.fromarray(image).save(buf, format="JPEG", quality=JPEG_QUALITY, subsampling=0)
     return buf.getvalue()
 
 
@@ -59,7 +63,9 @@ class Job:
     ignore_band: int
     shard_size: int
 
-    def __call__(self, task: tuple[str, int]) -> tuple[str, int, dict[str, bytes] | tuple[bytes, np.ndarray]]:
+    def __call__(
+        self, task: tuple[str, int]
+    ) -> tuple[str, int, dict[str, bytes] | tuple[bytes, np.ndarray]]:
         """``(split, index)`` → for pairs the tar members ``{name: bytes}``, else (JPEG, label map)."""
         split, index = task
         scene, caption = make_sample(self.seed, split, index, self.image_size, self.ignore_band)

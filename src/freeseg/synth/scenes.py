@@ -1,8 +1,8 @@
 """Scenes: a cluttered background, distractors, 1–4 occluding objects, and the aligned mask.
 
-Everything is drawn at ``SUPERSAMPLE``× the final size. The image is downsampled with Lanczos
-(antialiasing); the label map comes from the same sprites and is downsampled by majority vote,
-then pixels near a label boundary get the VOC ignore value 255.
+Everything is drawn at ``SUPERSAMPLE``× the final size. The image is downsampled by box
+averaging (antialiasing); the label map comes from the same sprites and is downsampled by
+majority vote, then pixels near a label boundary get the VOC ignore value 255.
 """
 
 from __future__ import annotations
@@ -10,12 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
 from PIL import Image, ImageDraw
 
 from freeseg.synth.classes import CLASSES
 from freeseg.synth.parts import Part, Rng, circle, color_name, hsv, lumpy, poly, star, stroke
-from freeseg.synth.render import Pose, Sprite, _smooth_noise, rasterize, texture_and_shade
+from freeseg.synth.render import Pose, Sprite, rasterize, smooth_noise, texture_and_shade
 
 SUPERSAMPLE = 4
 IGNORE = 255
@@ -67,9 +66,9 @@ def background(rng: Rng, size: int) -> Image.Image:
     a = rng.uniform(0, 2 * np.pi)
     t = np.clip(0.5 + (xx - 0.5) * np.cos(a) + (yy - 0.5) * np.sin(a), 0, 1)[..., None]
     img = c0 * (1 - t) + c1 * t
-    img += rng.uniform(4, 14) * _smooth_noise(rng, size, size, 5)[..., None]
-    img += rng.uniform(1, 5) * _smooth_noise(rng, size, size, max(size // 4, 2))[..., None]
-    return Image.fromarray(np.clip(img, 0, 255).astype(np.uint8), mode="RGB")
+    img += rng.uniform(4, 14) * smooth_noise(rng, size, size, 5)[..., None]
+    img += rng.uniform(1, 5) * smooth_noise(rng, size, size, max(size // 4, 2))[..., None]
+    return Image.fromarray(np.clip(img, 0, 255).astype(np.uint8))
 
 
 def clutter(rng: Rng, img: Image.Image) -> None:
@@ -97,7 +96,7 @@ def distractor(rng: Rng) -> list[Part]:
     if kind == 0:
         ang = np.sort(rng.uniform(0, 2 * np.pi, size=int(rng.integers(3, 7))))
         rad = rng.uniform(0.5, 1.0, size=ang.size)
-        part.shapes.append(poly(*zip(rad * np.cos(ang), rad * np.sin(ang))))
+        part.shapes.append(poly(*zip(rad * np.cos(ang), rad * np.sin(ang), strict=True)))
     elif kind == 1:
         part.shapes.append(star(0, 0, 1.0, rng.uniform(0.3, 0.6), int(rng.integers(4, 7))))
     elif kind == 2:
@@ -122,7 +121,10 @@ def _sample_pose(rng: Rng, size_px: float) -> Pose:
 def _clip_slices(y0: int, x0: int, h: int, w: int, hw: int):
     """Slices of the canvas and of the sprite for a sprite at (y0, x0), clipped to the canvas."""
     cy0, cx0, cy1, cx1 = max(y0, 0), max(x0, 0), min(y0 + h, hw), min(x0 + w, hw)
-    return (slice(cy0, cy1), slice(cx0, cx1)), (slice(cy0 - y0, cy1 - y0), slice(cx0 - x0, cx1 - x0))
+    return (slice(cy0, cy1), slice(cx0, cx1)), (
+        slice(cy0 - y0, cy1 - y0),
+        slice(cx0 - x0, cx1 - x0),
+    )
 
 
 class _Canvas:
@@ -160,7 +162,7 @@ class _Canvas:
                 for i in range(1, len(self.area))
             ):
                 continue
-            self.rgb[dst][m] = sprite.rgb[src][m]
+            np.copyto(self.rgb[dst], sprite.rgb[src], where=m[..., None])
             self.cls[dst][m] = label
             if label:
                 for i in range(1, len(self.area)):
@@ -200,10 +202,14 @@ def ignore_boundaries(label: np.ndarray, band: int) -> np.ndarray:
     """
     if band <= 0:
         return label.copy()
-    k = 2 * band + 1
-    win = sliding_window_view(np.pad(label, band, mode="edge"), (k, k))
+    h, w = label.shape
+    padded = np.pad(label, band, mode="edge")
+    near = np.zeros((h, w), bool)
+    for dy in range(2 * band + 1):
+        for dx in range(2 * band + 1):
+            near |= padded[dy : dy + h, dx : dx + w] != label
     out = label.copy()
-    out[win.max(axis=(-2, -1)) != win.min(axis=(-2, -1))] = IGNORE
+    out[near] = IGNORE
     return out
 
 
@@ -221,7 +227,8 @@ def _choose_labels(rng: Rng) -> list[int]:
 def render_scene(rng: Rng, image_size: int = 64, ignore_band: int = 1) -> Scene:
     """Draw one scene: background, clutter, distractors, then objects back to front."""
     ss = image_size * SUPERSAMPLE
-    img = background(rng, image_size).resize((ss, ss), Image.BILINEAR)
+    # NEAREST up, then box down at the end, gives the background back exactly.
+    img = background(rng, image_size).resize((ss, ss), Image.Resampling.NEAREST)
     clutter(rng, img)
     canvas = _Canvas(img)
     min_width = 0.9 * SUPERSAMPLE
@@ -247,8 +254,10 @@ def render_scene(rng: Rng, image_size: int = 64, ignore_band: int = 1) -> Scene:
         SceneObject(label, color, size, round(canvas.visible_fraction(inst), 3))
         for inst, label, color, size in placed
     ]
-    small = Image.fromarray(canvas.rgb).resize((image_size, image_size), Image.LANCZOS)
-    pixels = np.asarray(small, np.float32) + rng.normal(0, rng.uniform(0.5, 4), (image_size,) * 2 + (3,))
+    small = Image.fromarray(canvas.rgb).reduce(SUPERSAMPLE)  # box filter: area-average antialiasing
+    pixels = np.asarray(small, np.float32) + rng.normal(
+        0, rng.uniform(0.5, 4), (image_size,) * 2 + (3,)
+    )
     image = np.clip(np.round(pixels), 0, 255).astype(np.uint8)
     label_map = ignore_boundaries(majority_downsample(canvas.cls, SUPERSAMPLE), ignore_band)
     return Scene(image, label_map, objects)

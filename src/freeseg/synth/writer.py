@@ -17,6 +17,7 @@ re-run finishes the rest.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import multiprocessing
@@ -24,7 +25,7 @@ import os
 import shutil
 import tarfile
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -103,14 +104,14 @@ def _clear(out: Path) -> None:
         shutil.rmtree(out / name, ignore_errors=True)
 
 
-def _pending(out: Path, num_pairs: int, shard_size: int, num_train: int, num_val: int):
+def _pending(
+    out: Path, num_pairs: int, shard_size: int, num_train: int, num_val: int
+) -> list[tuple[str, int]]:
     """Tasks not yet on disk: pair indices of incomplete shards, then seg images without a PNG."""
     shard_dir, label_dir = out / "shards", out / "voc" / "SegmentationClass"
     have = set(os.listdir(shard_dir)) if shard_dir.is_dir() else set()
     tasks = [
-        ("pairs", i)
-        for i in range(num_pairs)
-        if f"{i // shard_size:05d}_stats.json" not in have
+        ("pairs", i) for i in range(num_pairs) if f"{i // shard_size:05d}_stats.json" not in have
     ]
     have = set(os.listdir(label_dir)) if label_dir.is_dir() else set()
     for split, n in (("train", num_train), ("val", num_val)):
@@ -118,19 +119,21 @@ def _pending(out: Path, num_pairs: int, shard_size: int, num_train: int, num_val
     return tasks
 
 
-def _results(job: Job, tasks: list[tuple[str, int]], workers: int) -> Iterator[tuple]:
+@contextlib.contextmanager
+def _mapper(workers: int) -> Iterator[Callable[[Job, list], Iterable[tuple]]]:
+    """An ordered, lazy ``map``: in-process, or over a pool started before any thread (tqdm's)."""
     if workers <= 1:
-        yield from map(job, tasks)
+        yield map
         return
     method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
     with multiprocessing.get_context(method).Pool(workers) as pool:
-        yield from pool.imap(job, tasks, chunksize=16)
+        yield lambda job, tasks: pool.imap(job, tasks, chunksize=16)
 
 
 def _consume(out: Path, results: Iterable[tuple], num_pairs: int, shard_size: int) -> None:
     """Write results as they arrive (in task order): shards when full, VOC files one by one."""
     buffer: dict[str, bytes] = {}
-    shard, count = -1, 0
+    count = 0
     for split, index, payload in results:
         if split == "pairs":
             shard = index // shard_size
@@ -138,7 +141,9 @@ def _consume(out: Path, results: Iterable[tuple], num_pairs: int, shard_size: in
             count += 1
             if count == min(shard_size, num_pairs - shard * shard_size):
                 write_shard(out / "shards" / f"{shard:05d}.tar", buffer)
-                atomic_write_text(out / "shards" / f"{shard:05d}_stats.json", _json(_shard_stats(shard, count)))
+                atomic_write_text(
+                    out / "shards" / f"{shard:05d}_stats.json", _json(_shard_stats(shard, count))
+                )
                 buffer, count = {}, 0
             continue
         jpg, label = payload
@@ -187,14 +192,22 @@ def generate_world(
     root = Path(out)
     num_shards = -(-num_pairs // shard_size)
     params = _params(
-        seed=seed, num_pairs=num_pairs, shard_size=shard_size, num_shards=num_shards,
-        num_train=num_train, num_val=num_val, image_size=image_size, ignore_band=ignore_band,
+        seed=seed,
+        num_pairs=num_pairs,
+        shard_size=shard_size,
+        num_shards=num_shards,
+        num_train=num_train,
+        num_val=num_val,
+        image_size=image_size,
+        ignore_band=ignore_band,
     )
     if overwrite:
         _clear(root)
     for name in ("world.json", _PARAMS_FILE):
         if (root / name).exists() and json.loads((root / name).read_text()) != params:
-            raise FileExistsError(f"{root / name} was written with other parameters; pass overwrite=True")
+            raise FileExistsError(
+                f"{root / name} was written with other parameters; pass overwrite=True"
+            )
     if (root / "world.json").exists():
         return {**params, "elapsed_seconds": time.perf_counter() - start, "skipped": True}
     atomic_write_text(root / _PARAMS_FILE, _json(params))
@@ -202,8 +215,9 @@ def generate_world(
     (root / "shards").mkdir(parents=True, exist_ok=True)
     job = Job(seed=seed, image_size=image_size, ignore_band=ignore_band, shard_size=shard_size)
     tasks = _pending(root, num_pairs, shard_size, num_train, num_val)
-    results = _results(job, tasks, workers)
-    _consume(root, tqdm(results, total=len(tasks), desc="synth", unit="img"), num_pairs, shard_size)
+    with _mapper(workers) as mapper:
+        results = tqdm(mapper(job, tasks), total=len(tasks), desc="synth", unit="img")
+        _consume(root, results, num_pairs, shard_size)
     for split, n in (("train", num_train), ("val", num_val)):
         ids = "".join(f"{seg_id(split, i)}\n" for i in range(n))
         atomic_write_text(root / "voc" / "ImageSets" / "Segmentation" / f"{split}.txt", ids)
