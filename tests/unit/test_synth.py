@@ -127,7 +127,14 @@ def test_ignore_boundaries_and_majority_match_hand_examples():
     label[2, 2] = 3
     expected = np.zeros((5, 5), np.uint8)
     expected[1:4, 1:4] = 255
+    expected[2, 2] = 3  # the object keeps its pixel; the ring around it is ignored
     np.testing.assert_array_equal(ignore_boundaries(label, 1), expected)
+    # object/object boundary: both sides are ignored; background far away stays 0
+    two = np.array([[0, 0, 0, 0, 0], [0, 1, 1, 2, 2], [0, 1, 1, 2, 2]], np.uint8)
+    np.testing.assert_array_equal(
+        ignore_boundaries(two, 1),
+        [[255, 255, 255, 255, 255], [255, 1, 255, 255, 2], [255, 1, 255, 255, 2]],
+    )
     np.testing.assert_array_equal(ignore_boundaries(label, 0), label)
     ss = np.array([[1, 1, 2, 0], [1, 0, 2, 0], [0, 0, 5, 5], [0, 3, 5, 5]], np.uint8)
     np.testing.assert_array_equal(majority_downsample(ss, 2), [[1, 0], [0, 5]])  # tie 0/2 → 0
