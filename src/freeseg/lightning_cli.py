@@ -60,3 +60,16 @@ class FreeSegCLI(LightningCLI):
         if problems:
             print("freeseg: missing paths, nothing was started:", *problems, sep="\n", file=sys.stderr)
             raise SystemExit(2)
+
+    def instantiate_classes(self) -> None:
+        # A constructor's own check (an even kernel, a bad checkpoint) reads best alone.
+        try:
+            super().instantiate_classes()
+        except (ValueError, FileNotFoundError) as error:
+            messages, cause = [], error
+            while cause is not None:
+                messages.append(str(cause).strip())
+                cause = cause.__cause__ or cause.__context__  # type: ignore[assignment]
+            deepest = next((m for m in reversed(messages) if m), str(error))
+            print(f"freeseg: invalid configuration: {deepest}", file=sys.stderr)
+            raise SystemExit(2) from error

@@ -1,0 +1,96 @@
+"""The ``freeseg`` command line: help, fail-fast path checks, range errors naming the key."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from freeseg.cli import main
+from tests.conftest import REPO
+
+
+def test_help_lists_every_subcommand(capsys):
+    main(["--help"])
+    out = capsys.readouterr().out
+    for command in ("fit", "validate", "test", "predict", "synth"):
+        assert f"  {command} " in out
+
+
+def test_console_script_runs():
+    result = subprocess.run(
+        [sys.executable, "-m", "freeseg", "--help"], capture_output=True, text=True, check=True
+    )
+    assert "synth" in result.stdout
+
+
+def test_paper_config_without_data_fails_fast_naming_every_missing_path(capsys, tmp_path):
+    with pytest.raises(SystemExit) as exit_info:
+        main(
+            [
+                "fit",
+                "--config",
+                str(REPO / "configs/iclip_dense.yaml"),
+                "--trainer.default_root_dir",
+                str(tmp_path),
+                "--trainer.logger",
+                "false",
+            ]
+        )
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "image_encoder.init_args.checkpoint" in err and "DINO" in err
+    assert "train_shards" in err and "GCC3M" in err
+    assert "segmentation.init_args.root" in err and "VOC" in err
+    assert not list(tmp_path.iterdir())  # nothing was started
+
+
+def test_out_of_range_value_names_the_key(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(
+            [
+                "fit",
+                "--config",
+                str(REPO / "configs/iclip_dense.yaml"),
+                "--model.init_args.lr=-1",
+                "--print_config",
+            ]
+        )
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert 'Parser key "lr"' in err and "v>0" in err
+
+
+def test_even_smoothing_kernel_is_refused_before_any_work(capsys, tmp_path):
+    weights = tmp_path / "w.pth"
+    weights.write_bytes(b"")
+    override = tmp_path / "override.yaml"
+    override.write_text(
+        "model:\n  init_args:\n    model:\n      init_args:\n        kernel_size: 4\n"
+        "        image_encoder:\n          init_args:\n            checkpoint: null\n"
+    )
+    with pytest.raises(SystemExit) as exit_info:
+        main(
+            [
+                "fit",
+                "--config",
+                str(REPO / "configs/synthetic/iclip.yaml"),
+                "--config",
+                str(override),
+                "--data.init_args.image_text.init_args.train_shards",
+                str(weights),
+                "--data.init_args.segmentation.init_args.root",
+                str(tmp_path),
+                "--trainer.logger=false",
+            ]
+        )
+    assert exit_info.value.code == 2
+    assert "kernel_size must be odd" in capsys.readouterr().err
+
+
+def test_synth_rejects_unknown_option(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["synth", "/tmp/unused", "--num_pairz", "3"])
+    assert exit_info.value.code == 2
+    assert "num_pairz" in capsys.readouterr().err
