@@ -6,9 +6,9 @@ import subprocess
 import sys
 
 import pytest
+from tests.conftest import REPO
 
 from freeseg.cli import main
-from tests.conftest import REPO
 
 
 def test_help_lists_every_subcommand(capsys):

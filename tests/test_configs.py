@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 import yaml
+from tests.conftest import REPO
 
 from freeseg.cli import main
-from tests.conftest import REPO
 
 CONFIGS = sorted((REPO / "configs").rglob("*.yaml"))
 

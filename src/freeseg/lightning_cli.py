@@ -58,7 +58,9 @@ class FreeSegCLI(LightningCLI):
         config = self.config[self.subcommand] if self.subcommand else self.config
         problems = missing_paths(config)
         if problems:
-            print("freeseg: missing paths, nothing was started:", *problems, sep="\n", file=sys.stderr)
+            print(
+                "freeseg: missing paths, nothing was started:", *problems, sep="\n", file=sys.stderr
+            )
             raise SystemExit(2)
 
     def instantiate_classes(self) -> None:

@@ -7,13 +7,13 @@ import csv
 import pytest
 import timm
 import torch
+from tests.conftest import REPO
 
 from freeseg.cli import main
 from freeseg.models.iclip import ICLIP
 from freeseg.models.image_encoder import FrozenViT
 from freeseg.models.text_encoder import TextEncoder
 from freeseg.stages.iclip_module import ICLIPModule, image_labels
-from tests.conftest import REPO
 
 TINY_VIT = {"patch_size": 8, "embed_dim": 32, "depth": 2, "num_heads": 2}
 

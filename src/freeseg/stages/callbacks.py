@@ -26,6 +26,11 @@ from torchmetrics import Metric
 from freeseg.metrics import MatchedIoU, MeanIoU, MultiLabelAP
 
 
+def _num_classes(pl_module: pl.LightningModule) -> int:
+    """Foreground classes of the module being evaluated (its ``num_classes`` attribute)."""
+    return int(pl_module.num_classes)  # type: ignore[arg-type]
+
+
 def _prefix(trainer: pl.Trainer) -> str:
     return "test" if trainer.testing else "val"
 
@@ -75,7 +80,9 @@ class _MetricCallback(pl.Callback):
     def on_test_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._on_start(pl_module)
 
-    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):  # type: ignore[no-untyped-def]
+    def on_validation_batch_end(
+        self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0
+    ):  # type: ignore[no-untyped-def]
         self._on_batch_end(outputs)
 
     def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):  # type: ignore[no-untyped-def]
@@ -94,7 +101,7 @@ class MultiLabelAPCallback(_MetricCallback):
     name = "mAP"
 
     def build(self, pl_module: pl.LightningModule) -> Metric:
-        return MultiLabelAP(num_classes=int(pl_module.num_classes))
+        return MultiLabelAP(num_classes=_num_classes(pl_module))
 
     def feed(self, metric: Metric, outputs: dict[str, Any]) -> None:
         if "scores" in outputs and "labels" in outputs:
@@ -116,7 +123,7 @@ class MatchedIoUCallback(_MetricCallback):
 
     def build(self, pl_module: pl.LightningModule) -> Metric:
         thresholds = None if self.thresholds is None else torch.tensor(self.thresholds)
-        return MatchedIoU(num_classes=int(pl_module.num_classes), thresholds=thresholds)
+        return MatchedIoU(num_classes=_num_classes(pl_module), thresholds=thresholds)
 
     def feed(self, metric: Metric, outputs: dict[str, Any]) -> None:
         if "itsm" not in outputs or "target" not in outputs:
@@ -144,7 +151,7 @@ class MeanIoUCallback(_MetricCallback):
         self.per_class: torch.Tensor | None = None
 
     def build(self, pl_module: pl.LightningModule) -> Metric:
-        return MeanIoU(num_classes=int(pl_module.num_classes) + 1, ignore_index=255)
+        return MeanIoU(num_classes=_num_classes(pl_module) + 1, ignore_index=255)
 
     def feed(self, metric: Metric, outputs: dict[str, Any]) -> None:
         if self.key not in outputs or "target" not in outputs:

@@ -94,12 +94,12 @@ class ICLIPModule(pl.LightningModule):
         no_decay = [p for p in params if p.ndim < 2]
         optimizer = torch.optim.AdamW(
             [
-                {"params": decay, "weight_decay": self.hparams.weight_decay},
+                {"params": decay, "weight_decay": self.hparams["weight_decay"]},
                 {"params": no_decay, "weight_decay": 0.0},
             ],
-            lr=self.hparams.lr,
+            lr=self.hparams["lr"],
         )
-        if self.hparams.scheduler == "constant":
+        if self.hparams["scheduler"] == "constant":
             return optimizer
         total = max(1, int(self.trainer.estimated_stepping_batches))
         cosine = warmup_cosine(optimizer, total, warmup_steps=0)

@@ -125,7 +125,7 @@ class TagPretrainModule(pl.LightningModule):
 
     def configure_optimizers(self) -> Any:
         optimizer = torch.optim.AdamW(
-            self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay
+            self.parameters(), lr=self.hparams["lr"], weight_decay=self.hparams["weight_decay"]
         )
         total = max(1, int(self.trainer.estimated_stepping_batches))
         schedule = warmup_cosine(optimizer, total, warmup_steps=total // 20)
@@ -133,8 +133,8 @@ class TagPretrainModule(pl.LightningModule):
 
     def export_encoder(self) -> None:
         """Write the encoder's timm-format ``state_dict`` to ``export`` (atomically)."""
-        if self.hparams.export and self.trainer.is_global_zero:
-            with atomic_path(self.hparams.export) as tmp:
+        if self.hparams["export"] and self.trainer.is_global_zero:
+            with atomic_path(self.hparams["export"]) as tmp:
                 torch.save(self.vit.state_dict(), tmp)
 
     def on_train_epoch_end(self) -> None:
