@@ -54,6 +54,15 @@ class FreeSegCLI(LightningCLI):
         kwargs.setdefault("save_config_kwargs", {"overwrite": True})
         super().__init__(args=args, **kwargs)
 
+    def _parse_ckpt_path(self) -> None:
+        """Keep the configuration as given when ``--ckpt_path`` is passed.
+
+        Lightning would overwrite the model section with the hyper-parameters stored in the
+        checkpoint, silently undoing command-line switches such as thresholds or
+        ``mask_at_inference``. Here the configuration defines the model and the checkpoint
+        supplies its weights (a mismatch fails loudly when the state dict is loaded).
+        """
+
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
         problems = missing_paths(config)

@@ -58,7 +58,7 @@ class ICLIPModule(pl.LightningModule):
         context_length: PositiveInt = 77,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters(ignore=["model"])
+        self.save_hyperparameters()
         self.model = model
         self.classes = load_classes(classes)
         self.templates = load_templates(templates)
