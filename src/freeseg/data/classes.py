@@ -1,0 +1,181 @@
+"""Class lists, prompt templates and the prompts built from them.
+
+Class names and templates are data files, not code. A class file lists one foreground class per
+line (label id = line order + 1; background is id 0 and is not listed), its display name first
+and synonyms after commas. A template file lists one prompt template per line with ``{}`` where
+the class name goes. In both, blank lines and lines starting with ``#`` are ignored.
+
+Prompts are built for every (class, name, template); a class's score is the average over
+templates within each name, then the max over its names (:func:`reduce_prompt_scores`).
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+BUILTIN_CLASSES = {"voc": "voc_classes.txt", "coco_object": "coco_object_classes.txt"}
+BUILTIN_TEMPLATES = {"single": "templates_single.txt", "clip80": "templates_clip80.txt"}
+
+
+@dataclass(frozen=True)
+class ClassList:
+    """Foreground classes in label-id order (class ``i`` has label id ``i + 1``).
+
+    Attributes:
+        names: per class, its display name first, then synonyms.
+    """
+
+    names: list[list[str]]
+
+    @property
+    def display_names(self) -> list[str]:
+        """The first name of every class."""
+        return [names[0] for names in self.names]
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+
+def _read_resource_or_file(
+    path_or_builtin: str, builtins: dict[str, str], what: str
+) -> tuple[str, str]:
+    """Return ``(source name, text)`` for a builtin resource name or a file path."""
+    if path_or_builtin in builtins:
+        resource = importlib.resources.files("freeseg.resources") / builtins[path_or_builtin]
+        return f"builtin {what} {path_or_builtin!r}", resource.read_text(encoding="utf-8")
+    path = Path(path_or_builtin)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{what} file not found: {path_or_builtin!r}; expected a path to a text file or one of "
+            f"the builtin names {sorted(builtins)}"
+        )
+    return str(path), path.read_text(encoding="utf-8")
+
+
+def _content_lines(text: str) -> list[tuple[int, str]]:
+    """Non-blank, non-comment lines with their 1-based line numbers, stripped."""
+    lines = []
+    for lineno, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        if line and not line.startswith("#"):
+            lines.append((lineno, line))
+    return lines
+
+
+def load_classes(path_or_builtin: str) -> ClassList:
+    """Load a class list from a file or a builtin name (``"voc"``: 20, ``"coco_object"``: 80).
+
+    Args:
+        path_or_builtin: a path to a class file or a builtin name.
+
+    Returns:
+        The foreground classes; background (id 0) is implicit.
+
+    Raises:
+        FileNotFoundError: the path does not exist and is not a builtin name.
+        ValueError: an empty name, a repeated display name, or no class at all.
+    """
+    source, text = _read_resource_or_file(path_or_builtin, BUILTIN_CLASSES, "class list")
+    names: list[list[str]] = []
+    seen: dict[str, int] = {}
+    for lineno, line in _content_lines(text):
+        synonyms = [name.strip() for name in line.split(",")]
+        if any(not name for name in synonyms):
+            raise ValueError(
+                f"{source}, line {lineno}: empty class name in {line!r}; expected "
+                "'display name, synonym, ...'"
+            )
+        if synonyms[0] in seen:
+            raise ValueError(
+                f"{source}, line {lineno}: display name {synonyms[0]!r} repeats line "
+                f"{seen[synonyms[0]]}; every class needs its own display name"
+            )
+        seen[synonyms[0]] = lineno
+        names.append(synonyms)
+    if not names:
+        raise ValueError(f"{source}: no class listed; expected one class per line")
+    return ClassList(names=names)
+
+
+def load_templates(path_or_builtin: str) -> list[str]:
+    """Load prompt templates from a file or a builtin name (``"single"``, ``"clip80"``).
+
+    Returns:
+        The templates, each containing exactly one ``{}``.
+
+    Raises:
+        FileNotFoundError: the path does not exist and is not a builtin name.
+        ValueError: a template without exactly one ``{}``, or no template at all.
+    """
+    source, text = _read_resource_or_file(path_or_builtin, BUILTIN_TEMPLATES, "template")
+    templates = []
+    for lineno, line in _content_lines(text):
+        if line.count("{}") != 1:
+            raise ValueError(
+                f"{source}, line {lineno}: template {line!r} must contain exactly one '{{}}' "
+                "where the class name goes"
+            )
+        templates.append(line)
+    if not templates:
+        raise ValueError(f"{source}: no template listed; expected one template per line")
+    return templates
+
+
+def build_prompts(classes: ClassList, templates: list[str]) -> tuple[list[str], torch.Tensor]:
+    """One prompt per (class, name, template), in that nesting order.
+
+    Args:
+        classes: C classes with N_c names each.
+        templates: T templates, each with one ``{}``.
+
+    Returns:
+        prompts: P = T * sum_c N_c strings; the T prompts of one name are contiguous.
+        owner: ``(P,)`` int64, the class index (0-based, background excluded) of each prompt.
+    """
+    prompts: list[str] = []
+    owner: list[int] = []
+    for class_idx, names in enumerate(classes.names):
+        for name in names:
+            for template in templates:
+                prompts.append(template.replace("{}", name))
+                owner.append(class_idx)
+    return prompts, torch.tensor(owner, dtype=torch.long)
+
+
+def reduce_prompt_scores(
+    scores: torch.Tensor, owner: torch.Tensor, num_classes: int, num_templates: int
+) -> torch.Tensor:
+    """Prompt scores → class scores: mean over templates within a name, then max over names.
+
+    Args:
+        scores: ``(B, P, *rest)`` scores for the prompts of :func:`build_prompts` (e.g. ``(B, P)``
+            image scores or ``(B, P, H, W)`` similarity maps).
+        owner: ``(P,)`` int64 class index of each prompt, as returned by :func:`build_prompts`.
+        num_classes: C, the number of classes.
+        num_templates: T, the number of templates the prompts were built with.
+
+    Returns:
+        ``(B, C, *rest)`` class scores, same dtype as ``scores``.
+    """
+    batch, num_prompts = scores.shape[:2]
+    rest = scores.shape[2:]
+    if num_prompts != owner.numel() or num_prompts % num_templates:
+        raise ValueError(
+            f"scores have {num_prompts} prompts but owner has {owner.numel()} entries and "
+            f"{num_templates} templates; expected P = len(owner), a multiple of T"
+        )
+    num_names = num_prompts // num_templates
+    per_name = scores.reshape(batch, num_names, num_templates, -1).mean(dim=2)  # (B, N, R)
+    name_owner = owner.reshape(num_names, num_templates)[:, 0].to(scores.device)  # (N,)
+    if name_owner.unique().numel() != num_classes:
+        raise ValueError(
+            f"owner covers {name_owner.unique().numel()} classes, expected {num_classes}"
+        )
+    index = name_owner.view(1, -1, 1).expand_as(per_name)
+    out = per_name.new_full((batch, num_classes, per_name.shape[-1]), float("-inf"))
+    out = out.scatter_reduce(1, index, per_name, reduce="amax", include_self=True)
+    return out.reshape(batch, num_classes, *rest)

@@ -1,0 +1,272 @@
+"""LightningDataModules: thin wiring of the readers in ``freeseg.data`` to Lightning stages."""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Any, Literal
+
+import lightning as L
+from torch.utils.data import DataLoader
+
+from freeseg.data.classes import ClassList, load_classes
+from freeseg.data.imagetext import (
+    ImageTextCollate,
+    ImageTextLoader,
+    SkipTally,
+    Tokenizer,
+    build_imagetext_pipeline,
+    count_samples,
+    expand_shards,
+)
+from freeseg.data.segsets import (
+    COCOObjectSegmentation,
+    ImageFolderSet,
+    SegmentationFolder,
+    VOCSegmentation,
+    collate_segmentation,
+)
+from freeseg.data.transforms import (
+    SegEvalTransform,
+    SegTrainTransform,
+    imagetext_eval_transform,
+    imagetext_train_transform,
+)
+
+
+class ImageTextDataModule(L.LightningDataModule):
+    """Image-caption batches from webdataset shards (img2dataset layout), for stage 0.
+
+    Batches: ``{"image": (B, 3, S, S) float32, "input_ids": (B, L) int64, "caption": [B],
+    "key": [B], "skipped": int, "skipped_examples": [str]}``; ``skipped`` counts broken samples
+    dropped (in that worker) since its previous batch. Totals: :meth:`skip_report`; a warning
+    line is logged at the end of every epoch that skipped something.
+
+    Epoch length: with ``epoch_size`` (samples per epoch, all ranks together) or under DDP, every
+    rank yields ``epoch_size // (world * batch_size)`` batches (``epoch_size`` defaulting to the
+    shards' sample count), re-reading its shards as needed, so ranks stay in step. Otherwise an
+    epoch is exactly one pass over the shards, every good sample once, of unknown length.
+
+    Args:
+        train_shards: glob/brace pattern of training shards (``::`` joins several).
+        val_shards: optional pattern of validation shards (one pass, no augmentation).
+        batch_size: per-rank batch size.
+        num_workers: DataLoader workers; shards are split across them (and across ranks).
+        image_size: square training/eval resolution (paper: 320).
+        crop_scale_min: RandomResizedCrop lower area bound.
+        context_length: tokenizer length L.
+        shuffle_buffer: sample shuffle buffer per worker (training).
+        epoch_size: samples per epoch (None: one pass, see above).
+        seed: shard/sample shuffle seed.
+
+    The tokenizer is ``freeseg.models.tokenizer.ClipTokenizer(context_length)``, created in
+    :meth:`setup` unless ``self.tokenizer`` was set before (any picklable list[str] → (B, L)).
+    """
+
+    def __init__(
+        self,
+        train_shards: str,
+        val_shards: str | None = None,
+        batch_size: int = 64,
+        num_workers: int = 2,
+        image_size: int = 320,
+        crop_scale_min: float = 0.5,
+        context_length: int = 77,
+        shuffle_buffer: int = 2000,
+        epoch_size: int | None = None,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        if not 0 < crop_scale_min <= 1:
+            raise ValueError(f"crop_scale_min must lie in (0, 1], got {crop_scale_min}")
+        # Fail before any work starts when the shards are not there.
+        expand_shards(train_shards)
+        self.train_shards = train_shards
+        self.val_shards = val_shards
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.image_size = image_size
+        self.crop_scale_min = crop_scale_min
+        self.context_length = context_length
+        self.shuffle_buffer = shuffle_buffer
+        self.epoch_size = epoch_size
+        self.seed = seed
+        self.tokenizer: Tokenizer | None = None
+        self.train_urls: list[str] = []
+        self.val_urls: list[str] = []
+        self.tallies = {"train": SkipTally("train"), "val": SkipTally("val")}
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.tokenizer is None:
+            from freeseg.models.tokenizer import ClipTokenizer
+
+            self.tokenizer = ClipTokenizer(self.context_length)
+        if stage in (None, "fit"):
+            self.train_urls = expand_shards(self.train_shards)
+        if self.val_shards and stage in (None, "fit", "validate"):
+            self.val_urls = expand_shards(self.val_shards)
+
+    def _world_size(self) -> int:
+        return self.trainer.world_size if self.trainer is not None else 1
+
+    def _loader(self, pipeline: Any, tally: SkipTally, num_batches: int | None) -> ImageTextLoader:
+        loader = DataLoader(pipeline, batch_size=None, num_workers=self.num_workers)
+        return ImageTextLoader(loader, tally, num_batches)
+
+    def train_dataloader(self) -> ImageTextLoader:
+        if not self.train_urls or self.tokenizer is None:
+            raise RuntimeError("call setup('fit') before train_dataloader()")
+        world = self._world_size()
+        if len(self.train_urls) < world:
+            raise ValueError(
+                f"{len(self.train_urls)} shards match {self.train_shards!r} but there are {world} "
+                "ranks; every rank needs at least one shard (write smaller shards)"
+            )
+        num_batches = None
+        if self.epoch_size is not None or world > 1:
+            samples = (
+                self.epoch_size if self.epoch_size is not None else count_samples(self.train_urls)
+            )
+            num_batches = max(1, samples // (world * self.batch_size))
+        pipeline = build_imagetext_pipeline(
+            self.train_urls,
+            imagetext_train_transform(self.image_size, (self.crop_scale_min, 1.0)),
+            ImageTextCollate(self.tokenizer),
+            self.batch_size,
+            shuffle_buffer=self.shuffle_buffer,
+            seed=self.seed,
+            batches_per_worker=num_batches,  # an upper bound; the loader stops at num_batches
+        )
+        return self._loader(pipeline, self.tallies["train"], num_batches)
+
+    def val_dataloader(self) -> ImageTextLoader | list:
+        if not self.val_urls or self.tokenizer is None:
+            return []  # no validation
+        pipeline = build_imagetext_pipeline(
+            self.val_urls,
+            imagetext_eval_transform(self.image_size),
+            ImageTextCollate(self.tokenizer),
+            self.batch_size,
+        )
+        return self._loader(pipeline, self.tallies["val"], None)
+
+    def skip_report(self, split: Literal["train", "val"] = "train") -> dict[str, Any]:
+        """Skipped samples: ``{"epoch": n this/last epoch, "total": n so far, "examples": [...]}``."""
+        tally = self.tallies[split]
+        return {
+            "epoch": tally.epoch_skipped,
+            "total": tally.total_skipped,
+            "examples": list(tally.examples),
+        }
+
+
+class SegmentationDataModule(L.LightningDataModule):
+    """Segmentation sets with ground truth for validate/test/predict (and supervised fit).
+
+    Eval batches (:func:`~freeseg.data.segsets.collate_segmentation`): ``{"image": (B, 3, S, S),
+    "mask": [B] of (H, W) int64 at the original size, "id": [B], "size": [B] of (H, W)}``.
+    Fit batches use :class:`SegTrainTransform` (crop ``image_size``, default 512) with stacked
+    ``(B, S, S)`` masks.
+
+    Args:
+        root: dataset root (VOC2012 dir, COCO-Object root, or the image folder).
+        dataset: layout of ``root``; "folder" has no masks and serves predict only.
+        train_split, val_split: split names (VOC: ImageSets list; COCO: ``val2017``...).
+        test_split, predict_split: default to ``val_split``.
+        image_size: square network input side; None keeps original sizes (use batch_size 1).
+        batch_size: per-rank batch size.
+        num_workers: DataLoader workers.
+        classes: class list path or builtin ("voc", "coco_object"); mask values above its
+            length (255 aside) raise an error naming the file when read.
+    """
+
+    def __init__(
+        self,
+        root: str,
+        dataset: Literal["voc", "coco_object", "folder"] = "voc",
+        train_split: str = "train",
+        val_split: str = "val",
+        test_split: str | None = None,
+        predict_split: str | None = None,
+        image_size: int | None = 448,
+        batch_size: int = 8,
+        num_workers: int = 2,
+        classes: str = "voc",
+    ) -> None:
+        super().__init__()
+        self.root = root
+        self.dataset = dataset
+        self.splits = {
+            "train": train_split,
+            "val": val_split,
+            "test": test_split or val_split,
+            "predict": predict_split or val_split,
+        }
+        self.image_size = image_size
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.classes: ClassList = load_classes(classes)
+        self.sets: dict[str, SegmentationFolder] = {}
+
+    def _make_set(self, role: str) -> SegmentationFolder:
+        train = role == "train"
+        transform = (
+            SegTrainTransform(crop=self.image_size or 512)
+            if train
+            else SegEvalTransform(self.image_size)
+        )
+        split = self.splits[role]
+        if self.dataset == "folder":
+            if role != "predict":
+                raise ValueError(
+                    f"dataset='folder' ({self.root}) has no masks; it serves predict only"
+                )
+            return ImageFolderSet(self.root, transform)
+        if self.dataset == "voc":
+            data: SegmentationFolder = VOCSegmentation(self.root, split, transform=transform)
+        else:
+            data = COCOObjectSegmentation(self.root, split, transform=transform)
+        if role != "predict" and not data.has_masks:
+            raise FileNotFoundError(
+                f"{self.dataset} split {split!r} under {self.root} has no masks; "
+                f"{role} needs ground truth"
+            )
+        data.max_label = len(self.classes)
+        return data
+
+    def setup(self, stage: str | None = None) -> None:
+        roles = {
+            "fit": ["train", "val"],
+            "validate": ["val"],
+            "test": ["test"],
+            "predict": ["predict"],
+        }
+        everything = (
+            ["predict"] if self.dataset == "folder" else ["train", "val", "test", "predict"]
+        )
+        for role in roles[stage] if stage else everything:
+            self.sets[role] = self._make_set(role)
+
+    def _loader(self, role: str) -> DataLoader:
+        if role not in self.sets:
+            raise RuntimeError(f"call setup() for the {role} set before its dataloader")
+        train = role == "train"
+        return DataLoader(
+            self.sets[role],
+            batch_size=self.batch_size,
+            shuffle=train,
+            drop_last=train,
+            num_workers=self.num_workers,
+            collate_fn=partial(collate_segmentation, stack_masks=train),
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train")
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test")
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader("predict")

@@ -1,0 +1,360 @@
+"""Image-caption pairs from webdataset tar shards in the img2dataset layout.
+
+A shard holds samples ``KEY.jpg`` (or ``.jpeg``/``.png``/``.webp``), ``KEY.txt`` (the caption,
+UTF-8) and optionally ``KEY.json``. img2dataset also writes ``{shard}_stats.json`` beside each
+shard, whose ``"successes"`` is the number of samples in it.
+
+Broken samples (undecodable image, missing/empty/non-UTF-8 caption) are skipped and counted,
+never fatal. Workers cannot share Python counters, so the skip record travels with the data:
+decoding turns a broken sample into a :class:`Skip` marker, batching (done inside the worker
+pipeline) folds the markers into the next batch's ``skipped`` / ``skipped_examples`` fields, and
+:class:`ImageTextLoader`, in the main process, adds them to a :class:`SkipTally` and logs a line
+when the epoch ends. A worker whose stream ends with markers only emits a marker-only batch
+(no ``"image"`` key) that the loader counts and drops.
+"""
+
+from __future__ import annotations
+
+import glob
+import io
+import itertools
+import json
+import logging
+import os
+import random
+import tarfile
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from functools import lru_cache, partial
+from typing import Any
+
+import braceexpand
+import torch
+import webdataset as wds
+from PIL import Image, UnidentifiedImageError
+
+log = logging.getLogger(__name__)
+
+IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")
+MAX_EXAMPLES = 5
+Tokenizer = Callable[[list[str]], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class Skip:
+    """A sample that could not be used: its key and why."""
+
+    key: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.key} ({self.reason})"
+
+
+def expand_shards(pattern: str) -> list[str]:
+    """Shard paths matching a glob and/or brace pattern; several patterns joined by ``::``.
+
+    Remote URLs (``pipe:...`` or containing ``://``) are passed through unchecked.
+
+    Returns:
+        The shard paths, sorted within each pattern (the order decides the worker split).
+
+    Raises:
+        FileNotFoundError: a pattern matches no file.
+    """
+    urls: list[str] = []
+    for part in pattern.split("::"):
+        for expanded in braceexpand.braceexpand(part):
+            if expanded.startswith("pipe:") or "://" in expanded:
+                urls.append(expanded)
+                continue
+            matches = sorted(glob.glob(os.path.expanduser(expanded)))
+            if not matches:
+                raise FileNotFoundError(
+                    f"no image-text shards match {expanded!r} (from pattern {pattern!r}); expected "
+                    "webdataset .tar shards in img2dataset layout (KEY.jpg, KEY.txt, KEY.json). "
+                    "Generate some with `freeseg synth`, or download GCC3M with img2dataset "
+                    "(--output_format webdataset)."
+                )
+            urls.extend(matches)
+    return urls
+
+
+def _sample_key(member_name: str) -> tuple[str, str]:
+    """``dir/abc.x.jpg`` → (``dir/abc``, ``x.jpg``), webdataset's key rule (first dot of basename)."""
+    head, _, base = member_name.rpartition("/")
+    stem, _, ext = base.partition(".")
+    return (f"{head}/{stem}" if head else stem), ext
+
+
+def _stats_path(path: str) -> str:
+    """img2dataset's ``00000.tar`` → ``00000_stats.json``."""
+    return (path[: -len(".tar")] if path.endswith(".tar") else path) + "_stats.json"
+
+
+@lru_cache(maxsize=4096)
+def _count_shard(
+    path: str, shard_stamp: tuple[int, int], stats_stamp: tuple[int, int] | None
+) -> int:
+    """Samples in one shard; the stamps ((mtime_ns, size) of shard and stats file) key the cache."""
+    if stats_stamp is not None:
+        with open(_stats_path(path), encoding="utf-8") as fh:
+            successes = json.load(fh).get("successes")
+        if isinstance(successes, int):
+            return successes
+    keys = set()
+    with tarfile.open(path) as tar:
+        for member in tar:
+            key, ext = _sample_key(member.name)
+            if member.isfile() and ext.lower() in IMAGE_EXTENSIONS:
+                keys.add(key)
+    return len(keys)
+
+
+def _stamp(path: str) -> tuple[int, int] | None:
+    if not os.path.isfile(path):
+        return None
+    st = os.stat(path)
+    return st.st_mtime_ns, st.st_size
+
+
+def count_samples(urls: Iterable[str]) -> int:
+    """Number of samples in local shards: ``_stats.json`` "successes" if present, else a tar scan.
+
+    Counts include samples that will later be skipped as broken. Results are cached per
+    (path, mtime, size) of the shard and its stats file.
+    """
+    total = 0
+    for url in urls:
+        shard_stamp = _stamp(url)
+        if shard_stamp is None:
+            raise FileNotFoundError(f"cannot count samples of {url!r}: not a local file")
+        total += _count_shard(url, shard_stamp, _stamp(_stats_path(url)))
+    return total
+
+
+def decode_sample(
+    sample: dict[str, Any], transform: Callable[[Image.Image], torch.Tensor]
+) -> dict[str, Any] | Skip:
+    """Raw webdataset sample → ``{"image": (3, S, S) float, "caption": str, "key": str}`` or Skip."""
+    key = str(sample.get("__key__", "?"))
+    fields = {name.lower(): value for name, value in sample.items() if not name.startswith("__")}
+    image_ext = next((ext for ext in IMAGE_EXTENSIONS if ext in fields), None)
+    if image_ext is None:
+        return Skip(key, "no image (.jpg/.jpeg/.png/.webp)")
+    if "txt" not in fields:
+        return Skip(key, "missing .txt caption")
+    try:
+        caption = fields["txt"].decode("utf-8").strip()
+    except UnicodeDecodeError:
+        return Skip(key, "caption is not UTF-8")
+    if not caption:
+        return Skip(key, "empty caption")
+    try:
+        with Image.open(io.BytesIO(fields[image_ext])) as img:
+            image = img.convert("RGB")  # forces the full decode, so truncation surfaces here
+    except UnidentifiedImageError:
+        return Skip(key, "cannot identify image")
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+        return Skip(key, f"cannot decode image: {exc}")
+    return {"image": transform(image), "caption": caption, "key": key}
+
+
+class ImageTextCollate:
+    """Samples + pending skips → one batch dict.
+
+    Args:
+        tokenizer: list of B captions → ``(B, L)`` int64 token ids.
+    """
+
+    def __init__(self, tokenizer: Tokenizer) -> None:
+        self.tokenizer = tokenizer
+
+    def __call__(self, samples: list[dict[str, Any]], skips: list[Skip]) -> dict[str, Any]:
+        """Returns ``{"image": (B, 3, S, S), "input_ids": (B, L) int64, "caption": [B],
+        "key": [B], "skipped": int, "skipped_examples": [str]}``; without samples only the last two.
+        """
+        batch: dict[str, Any] = {
+            "skipped": len(skips),
+            "skipped_examples": [str(skip) for skip in skips[:MAX_EXAMPLES]],
+        }
+        if samples:
+            captions = [s["caption"] for s in samples]
+            batch["image"] = torch.stack([s["image"] for s in samples])
+            batch["input_ids"] = self.tokenizer(captions)
+            batch["caption"] = captions
+            batch["key"] = [s["key"] for s in samples]
+        return batch
+
+
+def batch_with_skips(
+    samples: Iterator[dict[str, Any] | Skip], batch_size: int, collate: ImageTextCollate
+) -> Iterator[dict[str, Any]]:
+    """Group decoded samples into batches, folding Skip markers into the next batch."""
+    batch: list[dict[str, Any]] = []
+    skips: list[Skip] = []
+    for sample in samples:
+        if isinstance(sample, Skip):
+            skips.append(sample)
+            continue
+        batch.append(sample)
+        if len(batch) == batch_size:
+            yield collate(batch, skips)
+            batch, skips = [], []
+    if batch or skips:
+        yield collate(batch, skips)
+
+
+_PASS = itertools.count()
+
+
+def reseeded_shuffle(samples: Iterator[Any], bufsize: int, seed: int) -> Iterator[Any]:
+    """Buffer shuffle whose order changes every pass yet is reproducible.
+
+    The RNG is seeded from ``seed``, ``torch.initial_seed()`` (in a DataLoader worker: a fresh
+    base seed drawn from the main process's seeded generator at each epoch, plus the worker id)
+    and a per-process pass counter (for ``num_workers=0``).
+    """
+    rng = random.Random(f"{seed}-{torch.initial_seed()}-{next(_PASS)}")
+    buf: list[Any] = []
+    for sample in samples:
+        if len(buf) < bufsize:
+            buf.append(sample)
+            continue
+        idx = rng.randrange(bufsize)
+        yield buf[idx]
+        buf[idx] = sample
+    rng.shuffle(buf)
+    yield from buf
+
+
+def split_by_worker_cycling(urls: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    """``wds.split_by_worker``, then cycle this worker's shards forever (no shard: nothing).
+
+    Cycling below the sample level lets batches run across passes, so none is left partial.
+    """
+    mine = list(wds.split_by_worker(urls))
+    while mine:
+        yield from (dict(url) for url in mine)  # copies: the opener stage mutates the dicts
+
+
+def build_imagetext_pipeline(
+    urls: list[str],
+    transform: Callable[[Image.Image], torch.Tensor],
+    collate: ImageTextCollate,
+    batch_size: int,
+    shuffle_buffer: int = 0,
+    seed: int = 0,
+    batches_per_worker: int | None = None,
+) -> wds.DataPipeline:
+    """Shards → batches, split across nodes (``split_by_node``) and DataLoader workers.
+
+    Args:
+        urls: shard paths, in a fixed order (every rank must see the same list).
+        shuffle_buffer: sample shuffle buffer; 0 = no shuffle (shard order shuffled neither).
+        batches_per_worker: None = one pass over this worker's shards; else cycle the shards
+            and stop after this many batches (use with :class:`ImageTextLoader`'s ``num_batches``).
+
+    Returns:
+        An IterableDataset of batch dicts (see :class:`ImageTextCollate`), to be loaded with
+        ``DataLoader(batch_size=None)``.
+    """
+    dataset = wds.WebDataset(
+        urls,
+        shardshuffle=len(urls) if shuffle_buffer > 0 else False,
+        nodesplitter=wds.split_by_node,
+        workersplitter=wds.split_by_worker
+        if batches_per_worker is None
+        else split_by_worker_cycling,
+        empty_check=False,
+        handler=wds.warn_and_continue,  # an unreadable shard or tar member: warn, go on
+        seed=seed,
+    )
+    if shuffle_buffer > 0:
+        dataset = dataset.compose(partial(reseeded_shuffle, bufsize=shuffle_buffer, seed=seed))
+    dataset = dataset.map(partial(decode_sample, transform=transform))
+    dataset = dataset.compose(partial(batch_with_skips, batch_size=batch_size, collate=collate))
+    if batches_per_worker is not None:
+        dataset = dataset.with_epoch(batches_per_worker)
+    return dataset
+
+
+@dataclass
+class SkipTally:
+    """Skipped-sample counts gathered in the main process.
+
+    Attributes:
+        name: what is being read (for the log line), e.g. "train".
+        epoch_skipped: skips seen in the current (or last finished) pass.
+        total_skipped: skips since creation.
+        examples: up to MAX_EXAMPLES "key (reason)" strings from the current pass.
+    """
+
+    name: str = "image-text"
+    epoch_skipped: int = 0
+    total_skipped: int = 0
+    examples: list[str] = field(default_factory=list)
+
+    def start_epoch(self) -> None:
+        self.epoch_skipped = 0
+        self.examples = []
+
+    def add(self, batch: dict[str, Any]) -> None:
+        skipped = int(batch.get("skipped", 0))
+        self.epoch_skipped += skipped
+        self.total_skipped += skipped
+        room = MAX_EXAMPLES - len(self.examples)
+        self.examples.extend(batch.get("skipped_examples", [])[: max(room, 0)])
+
+    def message(self) -> str | None:
+        """The end-of-epoch warning line, or None if nothing was skipped."""
+        if not self.epoch_skipped:
+            return None
+        more = ", ..." if self.epoch_skipped > len(self.examples) else ""
+        return (
+            f"{self.name}: skipped {self.epoch_skipped} corrupt samples this epoch: "
+            f"{', '.join(self.examples)}{more}"
+        )
+
+
+class ImageTextLoader:
+    """Main-process iterable over a worker DataLoader: counts skips, drops marker-only batches.
+
+    Args:
+        loader: a ``DataLoader(pipeline, batch_size=None)`` over :func:`build_imagetext_pipeline`.
+        tally: where skip counts go; reset when an epoch starts, logged when it ends.
+        num_batches: stop after this many batches (every rank the same, so DDP stays in step);
+            None = until the loader is exhausted, and ``len()`` is undefined.
+    """
+
+    def __init__(
+        self,
+        loader: Iterable[dict[str, Any]],
+        tally: SkipTally,
+        num_batches: int | None = None,
+    ) -> None:
+        self.loader = loader
+        self.tally = tally
+        self.num_batches = num_batches
+
+    def __len__(self) -> int:
+        if self.num_batches is None:
+            raise TypeError("ImageTextLoader has no length in single-pass mode (epoch_size unset)")
+        return self.num_batches
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        self.tally.start_epoch()
+        produced = 0
+        try:
+            for batch in self.loader:
+                self.tally.add(batch)
+                if "image" not in batch:
+                    continue
+                yield batch
+                produced += 1
+                if self.num_batches is not None and produced >= self.num_batches:
+                    break
+        finally:
+            message = self.tally.message()
+            if message:
+                log.warning(message)

@@ -1,0 +1,159 @@
+"""Image and image/mask transforms.
+
+Image-text (stage 0): the paper follows GroupViT / DeiT augmentation; we keep its geometric core,
+RandomResizedCrop + horizontal flip, then normalisation. Evaluation resizes to a square.
+
+Segmentation: images go to the network normalised; masks stay integer label maps
+(``(H, W)`` int64, 255 = ignore). :class:`SegEvalTransform` keeps the mask at its original size
+so metrics are computed at the original resolution; :class:`SegTrainTransform` is the
+mmseg-style random scale + crop + flip used for stage-2 training.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+from torchvision.transforms import InterpolationMode, v2
+from torchvision.transforms.v2 import functional as TF
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+IGNORE_INDEX = 255
+
+
+def _to_normalized(mean: Sequence[float], std: Sequence[float]) -> list[v2.Transform]:
+    return [
+        v2.ToImage(),
+        v2.ToDtype(torch.float32, scale=True),
+        v2.Normalize(list(mean), list(std)),
+    ]
+
+
+def imagetext_train_transform(
+    size: int,
+    scale: tuple[float, float] = (0.5, 1.0),
+    mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD,
+) -> v2.Compose:
+    """RandomResizedCrop(size, scale) + horizontal flip + normalise.
+
+    Returns:
+        A callable PIL RGB image → ``(3, size, size)`` float32, normalised.
+    """
+    return v2.Compose(
+        [
+            v2.RandomResizedCrop(size, scale=scale, antialias=True),
+            v2.RandomHorizontalFlip(),
+            *_to_normalized(mean, std),
+        ]
+    )
+
+
+def imagetext_eval_transform(
+    size: int, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD
+) -> v2.Compose:
+    """Resize to ``size × size`` (no crop) + normalise: PIL RGB → ``(3, size, size)`` float32."""
+    return v2.Compose([v2.Resize((size, size), antialias=True), *_to_normalized(mean, std)])
+
+
+def _image_tensor(image: Image.Image, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """PIL RGB → ``(3, H, W)`` float32 normalised."""
+    tensor = TF.to_dtype(TF.to_image(image), torch.float32, scale=True)
+    return TF.normalize(tensor, list(mean), list(std))
+
+
+def _mask_tensor(mask: np.ndarray) -> torch.Tensor:
+    """``(H, W)`` integer array → ``(H, W)`` int64 tensor."""
+    return torch.from_numpy(np.ascontiguousarray(mask)).long()
+
+
+class SegEvalTransform:
+    """Resize the image for the network; keep the mask at the original size.
+
+    Args:
+        size: square side the image is resized to (bilinear); None keeps the original size.
+        mean, std: normalisation (default ImageNet).
+    """
+
+    def __init__(
+        self,
+        size: int | None = 448,
+        mean: Sequence[float] = IMAGENET_MEAN,
+        std: Sequence[float] = IMAGENET_STD,
+    ) -> None:
+        self.size = size
+        self.mean, self.std = tuple(mean), tuple(std)
+
+    def __call__(
+        self, image: Image.Image, mask: np.ndarray | None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Returns ``(3, S, S)`` float32 image and the ``(H, W)`` int64 mask (or None)."""
+        tensor = _image_tensor(image, self.mean, self.std)
+        if self.size is not None:
+            tensor = TF.resize(
+                tensor, [self.size, self.size], InterpolationMode.BILINEAR, antialias=True
+            )
+        return tensor, None if mask is None else _mask_tensor(mask)
+
+
+class SegTrainTransform:
+    """Random scale, pad, random crop and flip of an image and its mask (mmseg style).
+
+    The image is scaled by ``s ~ U(scale_range)`` (bilinear) and the mask likewise (nearest);
+    then both are padded up to ``crop`` — the normalised image with 0 (the mean colour, as mmseg
+    pads after normalising), the mask with 255 (ignored) — randomly cropped to ``crop × crop``
+    and flipped horizontally with probability 0.5 if ``flip``.
+
+    Args:
+        crop: output side.
+        scale_range: range of the random scale factor, relative to the original size.
+        flip: random horizontal flip.
+        mean, std: normalisation (default ImageNet).
+    """
+
+    def __init__(
+        self,
+        crop: int = 512,
+        scale_range: tuple[float, float] = (0.5, 2.0),
+        flip: bool = True,
+        mean: Sequence[float] = IMAGENET_MEAN,
+        std: Sequence[float] = IMAGENET_STD,
+    ) -> None:
+        if not 0 < scale_range[0] <= scale_range[1]:
+            raise ValueError(f"scale_range must satisfy 0 < low <= high, got {scale_range}")
+        self.crop = crop
+        self.scale_range = scale_range
+        self.flip = flip
+        self.mean, self.std = tuple(mean), tuple(std)
+
+    def __call__(
+        self, image: Image.Image, mask: np.ndarray | None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Returns ``(3, crop, crop)`` float32 image and ``(crop, crop)`` int64 mask (or None)."""
+        tensor = _image_tensor(image, self.mean, self.std)
+        # uint8 while resizing: nearest interpolation does not take int64 on every backend
+        label = None if mask is None else torch.from_numpy(np.asarray(mask, np.uint8).copy())[None]
+        low, high = self.scale_range
+        scale = low + (high - low) * torch.rand(()).item()
+        h, w = tensor.shape[-2:]
+        size = [max(1, round(h * scale)), max(1, round(w * scale))]
+        tensor = TF.resize(tensor, size, InterpolationMode.BILINEAR, antialias=True)
+        if label is not None:
+            label = TF.resize(label, size, InterpolationMode.NEAREST)
+        pad_h, pad_w = max(self.crop - size[0], 0), max(self.crop - size[1], 0)
+        if pad_h or pad_w:
+            tensor = torch.nn.functional.pad(tensor, (0, pad_w, 0, pad_h), value=0.0)
+            if label is not None:
+                label = torch.nn.functional.pad(label, (0, pad_w, 0, pad_h), value=IGNORE_INDEX)
+        top = int(torch.randint(0, tensor.shape[-2] - self.crop + 1, ()).item())
+        left = int(torch.randint(0, tensor.shape[-1] - self.crop + 1, ()).item())
+        tensor = tensor[:, top : top + self.crop, left : left + self.crop]
+        if label is not None:
+            label = label[:, top : top + self.crop, left : left + self.crop]
+        if self.flip and torch.rand(()).item() < 0.5:
+            tensor = tensor.flip(-1)
+            label = None if label is None else label.flip(-1)
+        return tensor.contiguous(), None if label is None else label[0].long()
