@@ -67,7 +67,13 @@ def _run_tool(name: str, args: Sequence[str]) -> Any:
     from jsonargparse import CLI
 
     module_name, func_name, _ = TOOL_COMMANDS[name]
-    func: Callable[..., Any] = getattr(importlib.import_module(module_name), func_name)
+    module = importlib.import_module(module_name)
+    func: Callable[..., Any] = getattr(module, func_name)
+    # A tool may rewrite its command line (``segment IMAGE... --ckpt X``) and then takes every
+    # argument as an option; the others take required arguments positionally.
+    rewrite: Callable[[list[str]], list[str]] | None = getattr(module, "cli_args", None)
+    if rewrite is not None:
+        return CLI(func, args=rewrite(list(args)), prog=f"freeseg {name}", as_positional=False)
     return CLI(func, args=list(args), prog=f"freeseg {name}")
 
 

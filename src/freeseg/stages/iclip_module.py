@@ -1,8 +1,11 @@
-"""Stage 0 (and stage-1 evaluation): ICLIP contrastive pretraining as a LightningModule.
+"""Stage 0 and stage 1: ICLIP contrastive pretraining, evaluation and pseudo-masks.
 
 Training: loss = InfoNCE(φ: class token ↔ caption) + InfoNCE(φ̂: pooled dense tokens ↔
-caption) on image-caption batches. Validation on a segmentation set: zero-shot scores and
-dense ITSMs per image, returned for the metric callbacks (mAP, mMIoU).
+caption) on image-caption batches. Validation/test on a segmentation set: zero-shot scores and
+dense ITSMs per image, returned for the metric callbacks (mAP, mMIoU); the compact records of
+the epoch give, at its end, the mIoU of Y_seg1 with the Partial Label Strategy and with direct
+argmax (logged as ``mIoU_pls``, ``mIoU_argmax``). Predict: one record per image for
+:class:`~freeseg.stages.pseudo_writer.PseudoMaskWriter`.
 """
 
 from __future__ import annotations
@@ -11,17 +14,20 @@ from typing import Any, Literal
 
 import lightning.pytorch as pl
 import torch
-import torch.nn.functional as F
-from jsonargparse.typing import NonNegativeFloat, PositiveFloat, PositiveInt
+from jsonargparse.typing import ClosedUnitInterval, NonNegativeFloat, PositiveFloat, PositiveInt
 
-from freeseg.data.classes import load_classes, load_templates
+from freeseg.data.classes import ClassList, load_classes, load_templates
 from freeseg.models.iclip import ICLIP
 from freeseg.models.image_encoder import EncoderOutput
 from freeseg.models.prompts import PromptBank
 from freeseg.models.tokenizer import ClipTokenizer
-from freeseg.ops.itsm import minmax_normalize
 from freeseg.ops.losses import info_nce
+from freeseg.ops.pseudo_labels import PartialLabelConfig, resize_itsm, score_bounds
+from freeseg.ops.sliding import sliding_window_maps
+from freeseg.stages.distributed import reduce_bounds
+from freeseg.stages.reports import report_stage1
 from freeseg.stages.schedules import warmup_cosine
+from freeseg.stages.stage1_eval import Stage1Evaluation
 
 
 def image_labels(masks: list[torch.Tensor], num_classes: int) -> torch.Tensor:
@@ -35,7 +41,7 @@ def image_labels(masks: list[torch.Tensor], num_classes: int) -> torch.Tensor:
 
 
 class ICLIPModule(pl.LightningModule):
-    """ICLIP with Smoothed Min Pooling (paper §3.2), trained on image-caption pairs.
+    """ICLIP with Smoothed Min Pooling (§3.2) on image-caption pairs; stage 1 (§3.3) at eval.
 
     Args:
         model: the :class:`~freeseg.models.iclip.ICLIP` network (encoders injected by config).
@@ -45,6 +51,15 @@ class ICLIPModule(pl.LightningModule):
         weight_decay: AdamW weight decay (paper 0.05), not applied to gains and biases.
         scheduler: ``cosine`` decay to 0 over the run (paper, no warm-up) or ``constant``.
         context_length: text length in tokens (CLIP: 77).
+        strict, loose: t_s and t_l of Eq. 8 on calibrated scores (paper 0.8, 0.6).
+        background: t, the background map B of Eq. 7 (paper 0.5).
+        delta: Δt of the partial pixel strategy, Eq. 9 (paper 0.2).
+        strategy: pseudo-masks by ``pls`` (Eq. 7–8) or ``argmax`` (Table 1 baseline, all labels
+            kept); evaluation reports both.
+        partial_pixel: mark non-credible pixels 255 in the pseudo-masks (Eq. 9).
+        sliding_window: dense maps by sliding windows (short side ``window``, ``window``² crops
+            every ``stride`` px, averaged); use with ``image_size: null`` and batch size 1.
+        window, stride: sliding-window geometry (GroupViT: 448, 224).
     """
 
     def __init__(
@@ -56,6 +71,15 @@ class ICLIPModule(pl.LightningModule):
         weight_decay: NonNegativeFloat = 0.05,
         scheduler: Literal["cosine", "constant"] = "cosine",
         context_length: PositiveInt = 77,
+        strict: ClosedUnitInterval = 0.8,
+        loose: ClosedUnitInterval = 0.6,
+        background: ClosedUnitInterval = 0.5,
+        delta: NonNegativeFloat = 0.2,
+        strategy: Literal["pls", "argmax"] = "pls",
+        partial_pixel: bool = True,
+        sliding_window: bool = False,
+        window: PositiveInt = 448,
+        stride: PositiveInt = 224,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -63,12 +87,23 @@ class ICLIPModule(pl.LightningModule):
         self.classes = load_classes(classes)
         self.templates = load_templates(templates)
         self.tokenizer = ClipTokenizer(context_length)
+        self.partial_label_config = PartialLabelConfig(
+            float(strict), float(loose), float(background), float(delta), strategy, partial_pixel
+        )
+        self.stage1 = Stage1Evaluation(len(self.classes))
         self._bank: PromptBank | None = None
         self._text: tuple[torch.Tensor, torch.Tensor] | None = None
 
     @property
     def num_classes(self) -> int:
         return len(self.classes)
+
+    def set_vocabulary(self, classes: ClassList) -> None:
+        """Use another class list (open vocabulary); its prompts are encoded on next use."""
+        self.classes = classes
+        self.stage1 = Stage1Evaluation(len(classes)).to(self.device)
+        self._bank = None
+        self._text = None
 
     @property
     def bank(self) -> PromptBank:
@@ -129,20 +164,57 @@ class ICLIPModule(pl.LightningModule):
     @staticmethod
     def itsm_at(raw: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         """Raw map ``(C, h, w)`` → ITSM ``(C, H, W)`` in [0, 1] at an image's size (Eq. 1)."""
-        up = F.interpolate(raw[None], size=size, mode="bilinear", align_corners=False)[0]
-        return minmax_normalize(up)
+        return resize_itsm(raw, size)
+
+    def dense_records(self, images: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Scores ``(B, C)`` and per-image raw maps ``(C, h, w)``, by window if configured."""
+        if not self.hparams.get("sliding_window", False):
+            scores, raw = self.dense_predict(images)
+            return scores, list(raw)
+        window, stride = self.hparams["window"], self.hparams["stride"]
+        parts = [sliding_window_maps(im[None], self.dense_predict, window, stride) for im in images]
+        return torch.cat([p[0] for p in parts]), [p[1][0] for p in parts]
+
+    def stage1_settings(self) -> dict[str, Any]:
+        """What a stage-1 record depends on besides the weights and the input size."""
+        keys = ("sliding_window", "window", "stride")
+        return {
+            "classes": self.classes.names,
+            "templates": self.templates,
+            "sliding_window": {k: self.hparams.get(k, False) for k in keys},
+        }
 
     def _eval_step(self, batch: dict[str, Any]) -> dict[str, Any]:
-        scores, raw = self.dense_predict(batch["image"])
+        scores, raw = self.dense_records(batch["image"])
         masks = [m.long() for m in batch["mask"]]
         itsm = [self.itsm_at(r, tuple(m.shape)) for r, m in zip(raw, masks, strict=True)]
         labels = image_labels(masks, self.num_classes)
+        self.stage1.add(scores, raw, masks, batch["image"])
         return {"scores": scores, "labels": labels, "itsm": itsm, "target": masks}
 
-    def on_validation_epoch_start(self) -> None:
+    def _start_eval(self) -> None:
         self._text = None
+        self.stage1.reset()
+
+    def _end_eval(self, prefix: str) -> None:
+        """Stage-1 mIoU (PLS, argmax) over the epoch; the report outside fitting."""
+        lo, hi = reduce_bounds(self.trainer, *score_bounds(self.stage1.local_scores()), self.device)
+        result = self.stage1.compute(lo, hi, self.partial_label_config)
+        for name, value in result.mean.items():
+            # already synchronised across ranks by the metric's compute()
+            self.log(f"{prefix}/{name}", value, prog_bar=True, rank_zero_only=True)
+        if not self.trainer.sanity_checking and self.trainer.state.fn != "fit":
+            names = self.classes.display_names
+            report_stage1(self.trainer, prefix, names, result.per_class, result.rows)
+        self.stage1.reset()
+
+    def on_validation_epoch_start(self) -> None:
+        self._start_eval()
 
     def on_test_epoch_start(self) -> None:
+        self._start_eval()
+
+    def on_predict_epoch_start(self) -> None:
         self._text = None
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
@@ -150,3 +222,24 @@ class ICLIPModule(pl.LightningModule):
 
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
         return self._eval_step(batch)
+
+    def on_validation_epoch_end(self) -> None:
+        self._end_eval("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._end_eval("test")
+
+    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> list[dict[str, Any]]:
+        """Compact records ``{"id", "size", "scores" (C,), "raw" (C, h, w) float16}``.
+
+        A batch whose images are all marked done (``batch["done"]``, set by the writer when
+        their records exist) skips the encoder and returns ``[]``.
+        """
+        done = batch.get("done")
+        if done and all(done):
+            return []
+        scores, raw = self.dense_records(batch["image"])
+        return [
+            {"id": i, "size": tuple(size), "scores": s, "raw": r.half()}
+            for i, size, s, r in zip(batch["id"], batch["size"], scores, raw, strict=True)
+        ]

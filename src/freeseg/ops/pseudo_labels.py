@@ -1,0 +1,218 @@
+"""Stage 1 per image: raw ITSM + zero-shot scores → Y_seg1 and its credible pixels (§3.3).
+
+The pieces of Eq. 1 and Eq. 7–9 in :mod:`freeseg.ops.labels` are chained here for one image
+whose record (scores ``(C,)``, raw ITSM ``(C, h, w)`` on the token grid) was kept from a single
+encoder pass, once the per-class score bounds of the whole dataset are known (§3.3, last note:
+"we record all the predicted scores of a dataset, and apply min-max normalization").
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from freeseg.ops.itsm import minmax_normalize
+from freeseg.ops.labels import (
+    calibrate_with,
+    partial_label_segmentation,
+    partial_pixel_weights,
+    select_labels,
+)
+
+__all__ = [
+    "FirstStage",
+    "PartialLabelConfig",
+    "first_stage",
+    "first_stage_from_itsm",
+    "pseudo_label_map",
+    "resize_itsm",
+    "score_bounds",
+    "zero_shot_labels",
+]
+
+IGNORE_INDEX = 255
+_CONSTANT_SPAN = 1e-6
+
+
+@dataclass(frozen=True)
+class PartialLabelConfig:
+    """Thresholds and switches of the Partial Label and partial pixel strategies.
+
+    Attributes:
+        strict: t_s of Eq. 8 (paper 0.8).
+        loose: t_l of Eq. 8 (paper 0.6), <= ``strict``.
+        background: t, the constant background map B of Eq. 7 (paper 0.5).
+        delta: Δt of Eq. 9 (paper 0.2).
+        strategy: ``pls`` (Eq. 7–8) or ``argmax`` (the paper's Table-1 baseline: every class
+            kept).
+        partial_pixel: mark non-credible pixels (Eq. 9) as ignored; off, every pixel is kept.
+    """
+
+    strict: float = 0.8
+    loose: float = 0.6
+    background: float = 0.5
+    delta: float = 0.2
+    strategy: Literal["pls", "argmax"] = "pls"
+    partial_pixel: bool = True
+
+    def __post_init__(self) -> None:
+        if self.loose > self.strict:
+            raise ValueError(f"loose (t_l={self.loose}) must be <= strict (t_s={self.strict})")
+        if self.delta < 0:
+            raise ValueError(f"delta (Δt) must be >= 0, got {self.delta}")
+        if self.strategy not in ("pls", "argmax"):
+            raise ValueError(f"strategy must be 'pls' or 'argmax', got {self.strategy!r}")
+
+
+@dataclass
+class FirstStage:
+    """Stage-1 result for one image.
+
+    Attributes:
+        seg: ``(H, W)`` int64 Y_seg1, 0 = background, c + 1 = class c.
+        credible: ``(H, W)`` bool W of Eq. 9 (all True when partial pixel is off).
+        labels: ``(C,)`` bool label set P (all True for ``argmax``).
+        itsm: ``(C, H, W)`` float ITSM in [0, 1] at the output size.
+    """
+
+    seg: Tensor
+    credible: Tensor
+    labels: Tensor
+    itsm: Tensor
+
+
+def resize_itsm(raw: Tensor, size: tuple[int, int]) -> Tensor:
+    """Eq. 1 from the token grid on: bilinear resize, then min-max per class map.
+
+    A map constant on the grid (range <= 1e-6) becomes all zeros, as in
+    :func:`~freeseg.ops.itsm.similarity_map`.
+
+    Args:
+        raw: ``(C, h, w)`` raw similarities X_{1:} × Yᵀ (any float dtype).
+        size: ``(H, W)`` output size.
+
+    Returns:
+        ``(C, H, W)`` float32 in [0, 1].
+    """
+    if raw.ndim != 3:
+        raise ValueError(f"raw must have shape (C, h, w), got {tuple(raw.shape)}")
+    grid = raw.float()
+    up = F.interpolate(grid[None], size=tuple(size), mode="bilinear", align_corners=False)[0]
+    span = grid.amax(dim=(-2, -1)) - grid.amin(dim=(-2, -1))  # (C,)
+    constant = (span <= _CONSTANT_SPAN)[:, None, None]
+    return minmax_normalize(up).masked_fill(constant, 0.0)
+
+
+def score_bounds(scores: Tensor) -> tuple[Tensor, Tensor]:
+    """Per-class min and max of zero-shot scores over images.
+
+    Args:
+        scores: ``(N, C)`` float; N may be 0 (an empty shard under DDP).
+
+    Returns:
+        ``(lo, hi)``, each ``(C,)`` float32; +inf / -inf for N = 0 so that a min / max
+        reduction across ranks ignores the empty shard.
+    """
+    if scores.ndim != 2:
+        raise ValueError(f"scores must have shape (N, C), got {tuple(scores.shape)}")
+    scores = scores.float()
+    if scores.shape[0] == 0:
+        inf = torch.full((scores.shape[1],), float("inf"))
+        return inf, -inf
+    return scores.amin(dim=0), scores.amax(dim=0)
+
+
+def first_stage(
+    raw: Tensor,
+    scores: Tensor,
+    lo: Tensor,
+    hi: Tensor,
+    size: tuple[int, int],
+    config: PartialLabelConfig,
+) -> FirstStage:
+    """Y_seg1 of one image (Eq. 7, with P from Eq. 8) and its credible pixels (Eq. 9).
+
+    Args:
+        raw: ``(C, h, w)`` raw ITSM on the token grid.
+        scores: ``(C,)`` zero-shot scores s of the image.
+        lo, hi: ``(C,)`` per-class score bounds over the dataset (:func:`score_bounds`).
+        size: ``(H, W)`` output size (the image's original size).
+        config: thresholds and switches.
+
+    Returns:
+        :class:`FirstStage` at ``size``, on ``raw``'s device.
+    """
+    return first_stage_from_itsm(resize_itsm(raw, size), scores, lo, hi, config)
+
+
+def first_stage_from_itsm(
+    itsm: Tensor, scores: Tensor, lo: Tensor, hi: Tensor, config: PartialLabelConfig
+) -> FirstStage:
+    """:func:`first_stage` on an ITSM already at the output size, ``(C, H, W)`` in [0, 1]."""
+    if itsm.ndim != 3 or scores.shape != itsm.shape[:1]:
+        raise ValueError(
+            f"itsm must be (C, H, W) and scores (C,), got {tuple(itsm.shape)} and "
+            f"{tuple(scores.shape)}"
+        )
+    device = itsm.device
+    maps = itsm[None]  # (1, C, H, W)
+    if config.strategy == "pls":
+        calibrated = calibrate_with(
+            scores.float().to(device)[None], lo.float().to(device), hi.float().to(device)
+        )
+        labels = select_labels(calibrated, config.strict, config.loose)  # (1, C)
+    else:
+        labels = torch.ones(1, itsm.shape[0], dtype=torch.bool, device=device)
+    seg = partial_label_segmentation(maps, labels, config.background)[0]
+    if config.partial_pixel:
+        credible = partial_pixel_weights(maps, labels, config.background, config.delta)[0]
+    else:
+        credible = torch.ones(seg.shape, dtype=torch.bool, device=device)
+    return FirstStage(seg=seg, credible=credible, labels=labels[0], itsm=itsm)
+
+
+def zero_shot_labels(scores: Tensor, logit_scale: float, min_prob: float | None = None) -> Tensor:
+    """Label set of single images without dataset calibration: CLIP's zero-shot softmax.
+
+    p = softmax(logit_scale · s) over the given classes; c ∈ P if p_c > ``min_prob`` (default
+    1/C, "more likely than uniform"), and the top-1 class when nothing passes (as Eq. 8 falls
+    back to the top-1).
+
+    Args:
+        scores: ``(B, C)`` cosine scores s.
+        logit_scale: the φ branch's learnt inverse temperature.
+        min_prob: probability threshold in (0, 1); None = 1/C.
+
+    Returns:
+        ``(B, C)`` bool, at least one True per row.
+    """
+    if scores.ndim != 2 or scores.shape[1] == 0:
+        raise ValueError(f"scores must have shape (B, C) with C >= 1, got {tuple(scores.shape)}")
+    probs = (scores.float() * logit_scale).softmax(dim=1)
+    threshold = 1.0 / scores.shape[1] if min_prob is None else min_prob
+    chosen = probs > threshold
+    top = torch.zeros_like(chosen).scatter_(1, probs.argmax(dim=1, keepdim=True), True)
+    return chosen | (top & ~chosen.any(dim=1, keepdim=True))
+
+
+def pseudo_label_map(seg: Tensor, credible: Tensor) -> np.ndarray:
+    """Pseudo-mask to store: class ids where credible, 255 (ignored) elsewhere.
+
+    Args:
+        seg: ``(H, W)`` int class ids in [0, 254].
+        credible: ``(H, W)`` bool.
+
+    Returns:
+        ``(H, W)`` uint8.
+    """
+    if seg.shape != credible.shape:
+        raise ValueError(f"seg {tuple(seg.shape)} and credible {tuple(credible.shape)} differ")
+    if seg.numel() and int(seg.max()) >= IGNORE_INDEX:
+        raise ValueError(f"class ids must be < {IGNORE_INDEX}, got {int(seg.max())}")
+    out = torch.where(credible, seg, torch.full_like(seg, IGNORE_INDEX))
+    return out.to(torch.uint8).cpu().numpy()

@@ -1,0 +1,114 @@
+"""Stage-1 evaluation: mIoU of Y_seg1 with the Partial Label Strategy and with direct argmax.
+
+PLS needs the per-class score bounds of the whole evaluated set (§3.3), so the compact records
+of an epoch (scores ``(C,)``, raw ITSM ``(C, h, w)`` float16, ground truth ``(H, W)`` uint8) are
+kept in memory and turned into predictions at the epoch's end, after the bounds are reduced
+over ranks. The two :class:`~freeseg.metrics.MeanIoU` states are DDP-synchronised on compute.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Literal
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from freeseg.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from freeseg.metrics import MeanIoU
+from freeseg.ops.pseudo_labels import PartialLabelConfig, first_stage_from_itsm, resize_itsm
+
+STRATEGIES: tuple[Literal["pls", "argmax"], ...] = ("pls", "argmax")
+
+
+@dataclass
+class GridRow:
+    """One row of the stage-1 figure, all ``(H, W[, 3])`` at the image's original size."""
+
+    image: np.ndarray  # (H, W, 3) uint8
+    heat: np.ndarray  # (H, W) float in [0, 1]: max ITSM over the selected labels
+    seg: np.ndarray  # (H, W) Y_seg1 of the configured strategy
+    target: np.ndarray  # (H, W) ground truth
+
+
+@dataclass
+class Stage1Result:
+    """Epoch-end numbers: mean and per-class IoU (``(C + 1,)``, NaN if absent) per strategy."""
+
+    mean: dict[str, float] = field(default_factory=dict)
+    per_class: dict[str, Tensor] = field(default_factory=dict)
+    rows: list[GridRow] = field(default_factory=list)
+
+
+def denormalize(image: Tensor, size: tuple[int, int]) -> np.ndarray:
+    """Network input ``(3, S, S)`` (ImageNet-normalised) → ``(H, W, 3)`` uint8 at ``size``."""
+    mean = torch.tensor(IMAGENET_MEAN, device=image.device)[:, None, None]
+    std = torch.tensor(IMAGENET_STD, device=image.device)[:, None, None]
+    rgb = (image.float() * std + mean).clamp(0, 1)[None]
+    rgb = torch.nn.functional.interpolate(rgb, size=size, mode="bilinear", align_corners=False)
+    return (rgb[0].permute(1, 2, 0) * 255).round().byte().cpu().numpy()
+
+
+class Stage1Evaluation(nn.Module):
+    """Collects an epoch's records and scores Y_seg1 at its end.
+
+    Args:
+        num_classes: C foreground classes (the metrics count C + 1 with background).
+        shown: images kept for the figure (the first ones of this rank).
+    """
+
+    def __init__(self, num_classes: int, shown: int = 6) -> None:
+        super().__init__()
+        self.metrics: dict[str, MeanIoU] = nn.ModuleDict(  # type: ignore[assignment]
+            {name: MeanIoU(num_classes + 1, ignore_index=255) for name in STRATEGIES}
+        )
+        self.num_classes = num_classes
+        self.shown = shown
+        self.records: list[tuple[Tensor, Tensor, Tensor]] = []
+        self.images: list[np.ndarray] = []
+
+    def reset(self) -> None:
+        self.records, self.images = [], []
+        for metric in self.metrics.values():
+            metric.reset()
+
+    def add(
+        self, scores: Tensor, raws: list[Tensor], targets: list[Tensor], images: Tensor
+    ) -> None:
+        """Keep one batch: scores ``(B, C)``, raw maps ``(C, h, w)``, targets ``(H, W)``."""
+        for i, (raw, target) in enumerate(zip(raws, targets, strict=True)):
+            self.records.append(
+                (scores[i].detach().float().cpu(), raw.detach().half().cpu(), target.byte().cpu())
+            )
+            if len(self.images) < self.shown:
+                size = (int(target.shape[0]), int(target.shape[1]))
+                self.images.append(denormalize(images[i], size))
+
+    def local_scores(self) -> Tensor:
+        """``(N, C)`` scores of the records of this rank."""
+        if not self.records:
+            return torch.zeros(0, self.num_classes)
+        return torch.stack([scores for scores, _, _ in self.records])
+
+    def compute(self, lo: Tensor, hi: Tensor, config: PartialLabelConfig) -> Stage1Result:
+        """Y_seg1 per strategy for every record, given dataset-wide bounds ``lo``, ``hi``."""
+        device = self.metrics["pls"].confmat.device
+        configs = {name: replace(config, strategy=name) for name in STRATEGIES}
+        result = Stage1Result()
+        for index, (scores, raw, target) in enumerate(self.records):
+            itsm = resize_itsm(raw.to(device), (int(target.shape[0]), int(target.shape[1])))
+            gt = target.long().to(device)
+            for name, cfg in configs.items():
+                out = first_stage_from_itsm(itsm, scores, lo, hi, cfg)
+                self.metrics[name].update(out.seg[None], gt[None])
+                if index < len(self.images) and name == config.strategy:
+                    result.rows.append(self._row(index, out.seg, out.itsm, out.labels, target))
+        for key, metric in self.metrics.items():
+            result.mean[f"mIoU_{key}"] = float(metric.compute())
+            result.per_class[key] = metric.per_class().detach().cpu()
+        return result
+
+    def _row(self, index: int, seg: Tensor, itsm: Tensor, labels: Tensor, gt: Tensor) -> GridRow:
+        heat = itsm[labels].amax(dim=0) if bool(labels.any()) else torch.zeros(seg.shape)
+        return GridRow(self.images[index], heat.cpu().numpy(), seg.cpu().numpy(), gt.numpy())

@@ -1,0 +1,263 @@
+"""Stage 1: pseudo-masks by `freeseg predict` (incl. a killed run), validate, segment."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import lightning
+import lightning.pytorch as pl
+import numpy as np
+import pytest
+import torch
+import yaml
+from PIL import Image
+from tests.conftest import REPO
+
+from freeseg.cli import main
+from freeseg.data.datamodules import SegmentationDataModule
+from freeseg.data.palette import load_label_png
+from freeseg.data.pseudomasks import PseudoMaskDataModule
+from freeseg.stages.checkpoints import build_network
+from freeseg.stages.iclip_module import ICLIPModule
+from freeseg.stages.pseudo_writer import PseudoMaskWriter
+
+TINY_VIT = {"patch_size": 8, "embed_dim": 32, "depth": 2, "num_heads": 2}
+TINY_NET = {
+    "class_path": "freeseg.models.iclip.ICLIP",
+    "init_args": {
+        "embed_dim": 16,
+        "kernel_size": 3,
+        "image_encoder": {
+            "class_path": "freeseg.models.image_encoder.FrozenViT",
+            "init_args": {
+                "model_name": "vit_tiny_patch16_224",
+                "img_size": 64,
+                "stem": "patch",
+                "model_kwargs": TINY_VIT,
+                "checkpoint": "weights/not_needed.pth",  # the checkpoint holds every weight
+            },
+        },
+        "text_encoder": {
+            "class_path": "freeseg.models.text_encoder.TextEncoder",
+            "init_args": {"width": 32, "layers": 1, "heads": 2, "context_length": 16},
+        },
+    },
+}
+
+
+def _tiny_module(classes: str) -> ICLIPModule:
+    torch.manual_seed(0)
+    net = dict(TINY_NET, init_args=dict(TINY_NET["init_args"]))
+    encoder = net["init_args"]["image_encoder"]
+    net["init_args"]["image_encoder"] = dict(encoder, init_args=dict(encoder["init_args"]))
+    net["init_args"]["image_encoder"]["init_args"]["checkpoint"] = None
+    return ICLIPModule(build_network(net), classes=classes, context_length=16).eval()
+
+
+@pytest.fixture(scope="module")
+def tiny_ckpt(tiny_world, tmp_path_factory) -> Path:
+    """A checkpoint as LightningCLI writes it: weights + the network's config."""
+    classes = str(tiny_world / "classes.txt")
+    module = _tiny_module(classes)
+    path = tmp_path_factory.mktemp("ckpt") / "tiny.ckpt"
+    hparams = {"model": TINY_NET, "classes": classes, "context_length": 16}
+    torch.save(
+        {
+            "state_dict": module.state_dict(),
+            "hyper_parameters": hparams,
+            "pytorch-lightning_version": lightning.__version__,
+        },
+        path,
+    )
+    return path
+
+
+def _predict_args(world: Path, ckpt: Path, pseudo_dir: Path, tmp_path: Path) -> list[str]:
+    tiny = tmp_path / "tiny.yaml"
+    net = {k: v for k, v in TINY_NET["init_args"].items()}
+    net["image_encoder"] = {"init_args": dict(TINY_NET["init_args"]["image_encoder"]["init_args"])}
+    net["image_encoder"]["init_args"]["checkpoint"] = None
+    net["text_encoder"] = {"init_args": TINY_NET["init_args"]["text_encoder"]["init_args"]}
+    tiny.write_text(yaml.safe_dump({"model": {"init_args": {"model": {"init_args": net}}}}))
+    classes = str(world / "classes.txt")
+    return [
+        "predict",
+        *("--config", str(REPO / "configs/synthetic/iclip.yaml")),
+        *("--config", str(REPO / "configs/synthetic/pseudo.yaml")),
+        *("--config", str(tiny)),
+        "--model.init_args.context_length=16",
+        f"--model.init_args.classes={classes}",
+        f"--data.init_args.classes={classes}",
+        f"--data.init_args.root={world / 'voc'}",
+        f"--data.init_args.pseudo_dir={pseudo_dir}",
+        "--data.init_args.image_size=32",
+        "--data.init_args.batch_size=4",
+        f"--trainer.default_root_dir={tmp_path / 'run'}",
+        "--trainer.enable_progress_bar=false",
+        f"--ckpt_path={ckpt}",
+    ]
+
+
+def _outputs(pseudo_dir: Path) -> dict[str, bytes]:
+    files = sorted(pseudo_dir.glob("*.png")) + [pseudo_dir / "manifest.json"]
+    return {f.name: f.read_bytes() for f in files}
+
+
+def test_killed_predict_rerun_equals_an_uninterrupted_run(
+    tiny_world, tiny_ckpt, tmp_path, monkeypatch
+):
+    killed, fresh = tmp_path / "killed", tmp_path / "fresh"
+    args = _predict_args(tiny_world, tiny_ckpt, killed, tmp_path)
+    kill = '{"class_path": "tests.stages.pseudo_helpers.KillAfterBatches", "init_args": {"batches": 2}}'
+    env = dict(os.environ, PYTHONPATH=str(REPO), TOKENIZERS_PARALLELISM="false")
+    run = subprocess.run(
+        [sys.executable, "-m", "freeseg", *args, f"--trainer.callbacks+={kill}"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert run.returncode == -9, run.stderr[-3000:]
+    assert len(list((killed / ".records").glob("*.pt"))) == 7  # 2 batches of 4, one dropped
+    assert not (killed / "manifest.json").exists() and not list(killed.glob("*.png"))
+
+    calls = []
+    original = ICLIPModule.dense_predict
+    monkeypatch.setattr(
+        ICLIPModule, "dense_predict", lambda self, x: calls.append(len(x)) or original(self, x)
+    )
+    main(args)  # the rerun: batch 1 is done, batch 2 half done, batches 3-4 new
+    assert calls == [4, 4, 4]
+    main(_predict_args(tiny_world, tiny_ckpt, fresh, tmp_path))
+    rerun, uninterrupted = _outputs(killed), _outputs(fresh)
+    assert len(rerun) == 16 + 1 and rerun.keys() == uninterrupted.keys()
+    for name in rerun:
+        assert rerun[name] == uninterrupted[name], name
+
+
+def test_predict_writes_original_size_masks_and_a_consistent_manifest(tiny_world, tmp_path):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    source = sorted((tiny_world / "voc/JPEGImages").glob("*.jpg"))
+    for (h, w), src in zip([(50, 70), (64, 48), (40, 40)], source, strict=False):
+        Image.open(src).convert("RGB").resize((w, h)).save(folder / f"{h}x{w}.png")
+    classes = str(tiny_world / "classes.txt")
+    pseudo = tmp_path / "pseudo"
+    dm = PseudoMaskDataModule(
+        str(folder),
+        str(pseudo),
+        dataset="folder",
+        classes=classes,
+        image_size=32,
+        batch_size=2,
+        num_workers=0,
+    )
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        logger=False,
+        callbacks=[PseudoMaskWriter()],
+        enable_progress_bar=False,
+        default_root_dir=tmp_path,
+    )
+    trainer.predict(_tiny_module(classes), datamodule=dm, return_predictions=False)
+    manifest = json.loads((pseudo / "manifest.json").read_text())
+    assert manifest["ids"] == ["40x40", "50x70", "64x48"]
+    credible = pixels = 0
+    for item_id in manifest["ids"]:
+        mask = load_label_png(pseudo / f"{item_id}.png")
+        h, w = (int(v) for v in item_id.split("x"))
+        assert mask.shape == (h, w)
+        assert set(np.unique(mask).tolist()) <= {*range(21), 255}
+        credible, pixels = credible + int((mask != 255).sum()), pixels + mask.size
+    counts = manifest["counts"]
+    assert counts["images"] == 3
+    assert counts["credible_fraction"] == pytest.approx(credible / pixels)
+    assert manifest["thresholds"] == {"strict": 0.8, "loose": 0.6, "background": 0.5, "delta": 0.2}
+    dm.setup("fit")  # stage 2 reads the directory back
+    assert next(iter(dm.train_dataloader()))["target"].shape[-2:] == (512, 512)
+    module = _tiny_module(classes)
+    module.hparams["sliding_window"] = True  # records made otherwise must not be reused
+    with pytest.raises(ValueError, match="field 'sliding_window'.*overwrite: true"):
+        trainer.predict(module, datamodule=dm, return_predictions=False)
+
+
+def _reference_miou(module, datamodule) -> dict[str, float]:
+    """mIoU of Y_seg1 (PLS and argmax) with numpy: calibration, Eq. 7–8, confusion matrix."""
+    scores, maps, targets = [], [], []
+    with torch.no_grad():
+        for batch in datamodule.val_dataloader():
+            s, raw = module.dense_predict(batch["image"])
+            for r, mask in zip(raw, batch["mask"], strict=True):
+                maps.append(module.itsm_at(r.half(), tuple(mask.shape)).numpy())
+                targets.append(mask.numpy())
+            scores.append(s.numpy())
+    s = np.concatenate(scores)
+    cal = np.clip((s - s.min(0)) / (s.max(0) - s.min(0)), 0, 1)
+    k = cal.shape[1] + 1
+    result = {}
+    for strategy in ("pls", "argmax"):
+        conf = np.zeros((k, k), dtype=np.int64)
+        for row, itsm, target in zip(cal, maps, targets, strict=True):
+            keep = row > 0.8 if strategy == "pls" else np.ones_like(row, dtype=bool)
+            if strategy == "pls" and not keep.any() and row.max() > 0.6:
+                keep[row.argmax()] = True
+            stacked = np.concatenate(
+                [np.full((1, *itsm.shape[1:]), 0.5), itsm * keep[:, None, None]]
+            )
+            pred, valid = stacked.argmax(0), target != 255
+            np.add.at(conf, (target[valid], pred[valid]), 1)
+        union = conf.sum(0) + conf.sum(1) - np.diag(conf)
+        result[strategy] = float((np.diag(conf)[union > 0] / union[union > 0]).mean())
+    return result
+
+
+def test_validate_reports_miou_of_pls_and_argmax(tiny_world, tmp_path, caplog):
+    classes = str(tiny_world / "classes.txt")
+    module = _tiny_module(classes)
+    dm = SegmentationDataModule(
+        str(tiny_world / "voc"), image_size=32, batch_size=4, num_workers=0, classes=classes
+    )
+    trainer = pl.Trainer(
+        accelerator="cpu", logger=False, enable_progress_bar=False, default_root_dir=tmp_path
+    )
+    with caplog.at_level(logging.INFO):
+        metrics = trainer.validate(module, datamodule=dm)[0]
+    out = caplog.text  # rank_zero_info goes through Lightning's logger
+    assert "IoU pls (%)" in out and "IoU argmax (%)" in out and "snowman" in out
+    expected = _reference_miou(module, dm)
+    assert metrics["val/mIoU_pls"] == pytest.approx(expected["pls"], abs=1e-6)
+    assert metrics["val/mIoU_argmax"] == pytest.approx(expected["argmax"], abs=1e-6)
+    grid = np.asarray(Image.open(tmp_path / "stage1_val_grid.png"))
+    assert grid.shape[0] > 6 * 160 and grid.shape[1] == 4 * 164
+    assert (tmp_path / "stage1_val_iou.md").read_text().startswith("| class")
+
+
+def test_segment_cli_writes_mask_and_overlay_for_a_custom_vocabulary(
+    tiny_world, tiny_ckpt, tmp_path, capsys
+):
+    image = sorted((tiny_world / "voc/JPEGImages").glob("*.jpg"))[0]
+    out = tmp_path / "seg"
+    main(
+        ["segment", str(image), "--classes", "kite, sun,snowman", "--ckpt", str(tiny_ckpt)]
+        + ["--out", str(out), "--image_size", "32"]
+    )
+    assert "written: 1" in capsys.readouterr().out
+    mask = load_label_png(out / f"{image.stem}_mask.png")
+    assert mask.shape == (64, 64) and set(np.unique(mask).tolist()) <= {0, 1, 2, 3}
+    overlay = Image.open(out / f"{image.stem}_overlay.png")
+    assert overlay.width > 256 and overlay.height >= 256  # enlarged image + legend
+
+
+def test_sliding_window_records_cover_the_resized_image(tiny_world):
+    module = _tiny_module(str(tiny_world / "classes.txt"))
+    module.hparams.update(sliding_window=True, window=32, stride=16)
+    with torch.no_grad():
+        scores, raw = module.dense_records(torch.randn(2, 3, 40, 56))
+    # short side 40 → 32, long side 56 → 45 px; 32 px = 4 tokens, so 45 px ≈ 6 tokens
+    assert scores.shape == (2, 20) and [tuple(r.shape) for r in raw] == [(20, 4, 6)] * 2
