@@ -58,58 +58,153 @@ def _metric_curve(run_dir: Path, key: str) -> list[tuple[int, float]]:
     return [(int(r["epoch"]), float(r[key])) for r in rows if r.get(key)]
 
 
-def run_demo(world: Path, runs: Path, results: Path) -> None:
-    timings: dict[str, float] = {}
-    _stage(
-        "world",
-        world / "world.json",
-        lambda: freeseg(["synth", str(world)]),
-        timings,
-    )
-    encoder_dir, iclip_dir = runs / "encoder", runs / "iclip"
-    encoder_file = encoder_dir / "vit.pth"
-    _stage(
-        "stage 0a: caption-tag pretraining of the image encoder",
-        encoder_dir / "done.json",
-        lambda: freeseg(
+def _metrics(run_dir: Path) -> dict[str, float]:
+    """Last logged value of every metric of a CSVLogger run (``{}`` if it logged none)."""
+    path = run_dir / "logs/version_0/metrics.csv"
+    if not path.exists():
+        return {}
+    values: dict[str, float] = {}
+    for row in csv.DictReader(path.open()):
+        values.update({k: float(v) for k, v in row.items() if v and k not in ("epoch", "step")})
+    return values
+
+
+class Demo:
+    """The chain of ``freeseg`` commands behind ``make demo``, each stage run at most once."""
+
+    def __init__(self, world: Path, runs: Path, refine_steps: int | None = None) -> None:
+        self.world, self.runs, self.refine_steps = world, runs, refine_steps
+        self.timings: dict[str, float] = {}
+        self.encoder_file = runs / "encoder/vit.pth"
+        self.iclip_ckpt = runs / "iclip/logs/version_0/checkpoints/last.ckpt"
+
+    def stage(self, name: str, run_dir: Path, args: list[str], logged: bool = True) -> None:
+        """Run one ``freeseg`` command into ``run_dir`` unless it finished before."""
+        where = _run_dir_args(run_dir) if logged else [f"--trainer.default_root_dir={run_dir}"]
+        full = args + where
+        _stage(name, run_dir / "done.json", lambda: freeseg(full), self.timings)
+
+    def _classes(self, key: str) -> str:
+        return f"--{key}.init_args.classes={self.world / 'classes.txt'}"
+
+    def _iclip_args(self) -> list[str]:
+        return [
+            "--config",
+            str(CONFIGS / "synthetic/iclip.yaml"),
+            "--model.init_args.model.init_args.image_encoder.init_args.checkpoint="
+            f"{self.encoder_file}",
+            self._classes("model"),
+        ]
+
+    def stage0(self) -> None:
+        self.stage(
+            "stage 0a: caption-tag pretraining of the image encoder",
+            self.runs / "encoder",
             ["fit", "--config", str(CONFIGS / "synthetic/encoder.yaml")]
-            + [f"--model.init_args.export={encoder_file}"]
-            + _world_overrides(world)
-            + _run_dir_args(encoder_dir)
-        ),
-        timings,
-    )
-    _stage(
-        "stage 0: ICLIP with smoothed min pooling (frozen encoder)",
-        iclip_dir / "done.json",
-        lambda: freeseg(
-            ["fit", "--config", str(CONFIGS / "synthetic/iclip.yaml")]
-            + [
-                "--model.init_args.model.init_args.image_encoder.init_args.checkpoint="
-                f"{encoder_file}"
-            ]
-            + _world_overrides(world)
-            + _run_dir_args(iclip_dir)
-        ),
-        timings,
-    )
-    write_results(results, encoder_dir, iclip_dir, timings)
+            + [f"--model.init_args.export={self.encoder_file}"]
+            + _world_overrides(self.world),
+        )
+        self.stage(
+            "stage 0: ICLIP with smoothed min pooling (frozen encoder)",
+            self.runs / "iclip",
+            ["fit", *self._iclip_args()] + _world_overrides(self.world)[1:],
+        )
+
+    def stage1(self) -> None:
+        self.stage(
+            "stage 1 evaluation on val (PLS and direct argmax)",
+            self.runs / "stage1_eval",
+            ["validate", *self._iclip_args(), f"--ckpt_path={self.iclip_ckpt}"]
+            + _world_overrides(self.world)[1:],
+        )
+        for name, partial in (("pseudo_pp", "true"), ("pseudo_all", "false")):
+            self.stage(
+                f"stage 1: pseudo-masks of the train split (partial pixel {partial})",
+                self.runs / name,
+                ["predict", *self._iclip_args(), "--config", str(CONFIGS / "synthetic/pseudo.yaml")]
+                + [f"--ckpt_path={self.iclip_ckpt}", self._classes("model")]
+                + [f"--model.init_args.partial_pixel={partial}", self._classes("data")]
+                + [f"--data.init_args.root={self.world / 'voc'}"]
+                + [f"--data.init_args.pseudo_dir={self.runs / name / 'masks'}"],
+                logged=False,
+            )
+
+    def _refine(self, name: str, config: str, extra: list[str]) -> None:
+        steps = [f"--trainer.max_steps={self.refine_steps}"] if self.refine_steps else []
+        common = [self._classes("model"), self._classes("data")]
+        common += [f"--data.init_args.root={self.world / 'voc'}", *steps]
+        self.stage(
+            f"stage 2: {name}",
+            self.runs / name,
+            ["fit", "--config", str(CONFIGS / config), *common, *extra],
+        )
+        ckpt = self.runs / name / "logs/version_0/checkpoints/last.ckpt"
+        self.stage(
+            f"test of {name} (with and without CRF)",
+            self.runs / f"{name}_test",
+            ["test", "--config", str(CONFIGS / config), *common, *extra, f"--ckpt_path={ckpt}"],
+        )
+
+    def stage2(self) -> None:
+        for name, pseudo, partial in (
+            ("refine_pp", "pseudo_pp", "true"),
+            ("refine_all", "pseudo_all", "false"),
+        ):
+            self._refine(
+                name,
+                "synthetic/refine.yaml",
+                [
+                    f"--data.init_args.pseudo_dir={self.runs / pseudo / 'masks'}",
+                    f"--model.init_args.partial_pixel={partial}",
+                ],
+            )
+        self._refine("oracle", "synthetic/oracle.yaml", [])
 
 
-def write_results(
-    results: Path, encoder_dir: Path, iclip_dir: Path, timings: dict[str, float]
-) -> None:
+def run_demo(world: Path, runs: Path, results: Path, refine_steps: int | None = None) -> None:
+    demo = Demo(world, runs, refine_steps)
+    _stage("world", world / "world.json", lambda: freeseg(["synth", str(world)]), demo.timings)
+    demo.stage0()
+    demo.stage1()
+    demo.stage2()
+    write_results(results, runs, demo.timings)
+
+
+def write_results(results: Path, runs: Path, timings: dict[str, float]) -> None:
+    s1 = _metrics(runs / "stage1_eval")
+    tests = {
+        name: _metrics(runs / f"{name}_test") for name in ("refine_all", "refine_pp", "oracle")
+    }
+
+    def cell(values: dict[str, float], key: str) -> str:
+        return f"{100 * values[key]:.1f}" if key in values else "—"
+
     lines = ["# Demo results (generated world, CPU)", ""]
+    lines += ["## Table 5 shape: mIoU (%) on the val split", ""]
+    lines += ["| method | stage | mIoU (%) |", "|---|---:|---:|"]
+    lines += [f"| direct argmax of the ITSM | 1 | {cell(s1, 'val/mIoU_argmax')} |"]
+    lines += [f"| partial label strategy (PLS) | 1 | {cell(s1, 'val/mIoU_pls')} |"]
+    lines += [
+        f"| PLS → PSPNet, all pseudo-labelled pixels | 2 | {cell(tests['refine_all'], 'test/mIoU')} |"
+    ]
+    lines += [
+        f"| PLS → PSPNet, partial pixel (Eq. 9–10) | 2 | {cell(tests['refine_pp'], 'test/mIoU')} |"
+    ]
+    lines += [
+        f"| PLS → PSPNet, partial pixel + dense CRF | 2 | {cell(tests['refine_pp'], 'test/mIoU_crf')} |"
+    ]
+    lines += [
+        f"| oracle: same PSPNet on ground-truth masks | — | {cell(tests['oracle'], 'test/mIoU')} |"
+    ]
+    lines += [f"| oracle + dense CRF | — | {cell(tests['oracle'], 'test/mIoU_crf')} |"]
+    lines += [
+        "",
+        f"Stage 0 on val: zero-shot mAP {cell(s1, 'val/mAP')} %, mMIoU {cell(s1, 'val/mMIoU')} %",
+        "",
+    ]
     lines += ["## Stage 0a: image encoder, caption-tag pretraining", ""]
     lines += ["| epoch | val mAP (tag scores) |", "|---:|---:|"]
-    lines += [f"| {e} | {v:.3f} |" for e, v in _metric_curve(encoder_dir, "val/mAP")]
-    lines += ["", "## Stage 0: ICLIP + SMP, frozen encoder", ""]
-    lines += ["| epoch | zero-shot mAP | mMIoU | best t |", "|---:|---:|---:|---:|"]
-    m_ap = dict(_metric_curve(iclip_dir, "val/mAP"))
-    mmiou = dict(_metric_curve(iclip_dir, "val/mMIoU"))
-    thr = dict(_metric_curve(iclip_dir, "val/mMIoU_threshold"))
-    for epoch in sorted(m_ap):
-        lines.append(f"| {epoch} | {m_ap[epoch]:.3f} | {mmiou[epoch]:.3f} | {thr[epoch]:.2f} |")
+    lines += [f"| {e} | {v:.3f} |" for e, v in _metric_curve(runs / "encoder", "val/mAP")]
     if timings:
         lines += ["", "Wall time of the stages run this time:", ""]
         lines += [f"- {name}: {seconds:.0f} s" for name, seconds in timings.items()]
@@ -123,9 +218,10 @@ def main() -> None:
     parser.add_argument("--world", type=Path, default=Path("data/world"))
     parser.add_argument("--runs", type=Path, default=Path("runs/demo"))
     parser.add_argument("--results", type=Path, default=Path("results/demo"))
+    parser.add_argument("--refine_steps", type=int, default=None)
     args = parser.parse_args()
     start = time.perf_counter()
-    run_demo(args.world, args.runs, args.results)
+    run_demo(args.world, args.runs, args.results, args.refine_steps)
     print(f"[demo] total wall time {time.perf_counter() - start:.0f} s")
 
 

@@ -1,0 +1,218 @@
+"""The stage-2 segmentation network (paper §4.1: PSPNet, ResNet-101) and its inference helpers.
+
+The paper trains mmsegmentation's ``pspnet_r101-d8``. Here the network is
+segmentation-models-pytorch's ``PSPNet`` with random initialisation (``encoder_weights=None``:
+no downloads), built to match mmseg's where smp allows it:
+
+- Dilation: ``output_stride=8`` (default) dilates the last two ResNet stages (layer3 ×2, layer4
+  ×4) exactly like mmseg's "d8" backbones, so the pyramid pooling sees a 1/8 feature map and
+  the head upsamples ×8. smp's own default (``encoder_depth=3``, no dilation) instead stops
+  after layer2 and leaves layer3/layer4 built but unused.
+- Differences that remain: torchvision's ResNet stem (one 7×7 conv) instead of mmseg's ResNetV1c
+  deep stem (three 3×3 convs); the pyramid outputs are fused by a 1×1 conv (mmseg: 3×3);
+  dropout ``psp_dropout`` (mmseg: 0.1, smp's default 0.2); no auxiliary FCN head on layer3
+  (mmseg adds one with loss weight 0.4); logits are upsampled inside the network by bilinear
+  ×8 with ``align_corners=True`` (mmseg resizes in the loss); BatchNorm, not SyncBN (use
+  Lightning's ``sync_batchnorm`` under DDP); no ImageNet initialisation unless
+  ``encoder_checkpoint`` names a local torchvision-format state dict.
+- Unused parameters: with ``encoder_depth < 5`` the ResNet stages past the depth are removed,
+  and :func:`build_pspnet` refuses any encoder that would still hold parameters the forward pass
+  never reaches (they break DDP).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import segmentation_models_pytorch as smp
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["build_pspnet", "resize_logits", "slide_logits", "unused_parameters", "whole_logits"]
+
+
+def unused_parameters(net: nn.Module, size: int = 64) -> list[str]:
+    """Names of the trainable parameters that one forward/backward pass leaves without gradient.
+
+    Runs a ``(1, 3, size, size)`` zero-free random input in eval mode (BatchNorm statistics are
+    not touched) and restores the previous mode.
+    """
+    was_training = net.training
+    net.eval()
+    params = [(name, p) for name, p in net.named_parameters() if p.requires_grad]
+    try:
+        out = net(torch.randn(1, 3, size, size))
+        grads = torch.autograd.grad(out.sum(), [p for _, p in params], allow_unused=True)
+    finally:
+        net.train(was_training)
+    return [name for (name, _), grad in zip(params, grads, strict=True) if grad is None]
+
+
+def _load_encoder(encoder: nn.Module, path: str) -> None:
+    """Load a local encoder state dict (torchvision ResNet keys; ``fc.*`` and unknown keys
+    ignored), refusing a file that misses or misshapes any of the encoder's own tensors."""
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"encoder_checkpoint not found: {path!r}")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = state.get("state_dict", state)
+    if state and all(k.startswith("encoder.") for k in state):
+        state = {k.removeprefix("encoder."): v for k, v in state.items()}
+    own = encoder.state_dict()
+    missing = [k for k in own if k not in state]
+    misshaped = [k for k in own if k in state and state[k].shape != own[k].shape]
+    if missing or misshaped:
+        raise ValueError(
+            f"encoder_checkpoint {path!r} does not fit the encoder: {len(missing)} missing "
+            f"(e.g. {missing[:3]}), {len(misshaped)} of another shape (e.g. {misshaped[:3]})"
+        )
+    encoder.load_state_dict({k: state[k] for k in own}, strict=True)
+
+
+def build_pspnet(
+    encoder_name: str = "resnet101",
+    num_classes: int = 21,
+    encoder_depth: int = 5,
+    output_stride: int | None = 8,
+    psp_out_channels: int = 512,
+    psp_dropout: float = 0.1,
+    encoder_checkpoint: str | None = None,
+) -> nn.Module:
+    """PSPNet from segmentation-models-pytorch, randomly initialised, no unused parameters.
+
+    Args:
+        encoder_name: smp encoder name (paper: ``resnet101``; generated world: ``resnet18``).
+        num_classes: K, output channels including background (VOC 21, COCO-Object 81).
+        encoder_depth: encoder stages used, in [3, 5]; stages past it are removed.
+        output_stride: 8 or 16 dilates the deepest stages (mmseg "d8" = 8 at depth 5); it must
+            be below 2**encoder_depth. None keeps the encoder's strides (stride 2**depth).
+        psp_out_channels: channels of the fused pyramid features.
+        psp_dropout: Dropout2d before the classifier, in [0, 1).
+        encoder_checkpoint: optional local encoder state dict (e.g. torchvision ImageNet ResNet).
+
+    Returns:
+        An ``nn.Module`` mapping ``(B, 3, H, W)`` float images, H and W divisible by its
+        ``encoder.output_stride``, to ``(B, K, H, W)`` logits.
+
+    Raises:
+        ValueError: for out-of-range arguments, or an encoder left with unused parameters.
+    """
+    if not 3 <= encoder_depth <= 5:
+        raise ValueError(f"encoder_depth must be in [3, 5], got {encoder_depth}")
+    if num_classes < 2:
+        raise ValueError(f"num_classes must be >= 2 (background + a class), got {num_classes}")
+    if output_stride is not None and (
+        output_stride not in (8, 16) or output_stride >= 2**encoder_depth
+    ):
+        raise ValueError(
+            f"output_stride must be None, or 8/16 below the encoder's stride 2**encoder_depth="
+            f"{2**encoder_depth}, got {output_stride}"
+        )
+    if not 0 <= psp_dropout < 1:
+        raise ValueError(f"psp_dropout must lie in [0, 1), got {psp_dropout}")
+    stride = min(output_stride or 32, 2**encoder_depth)
+    extra = {} if output_stride is None else {"output_stride": output_stride}
+    net = smp.PSPNet(
+        encoder_name=encoder_name,
+        encoder_weights=None,
+        encoder_depth=encoder_depth,
+        psp_out_channels=psp_out_channels,
+        psp_dropout=psp_dropout,
+        classes=num_classes,
+        upsampling=stride,
+        **extra,
+    )
+    for stage in range(encoder_depth, 5):  # ResNet layer{d}..layer4 are never run at depth d
+        if hasattr(net.encoder, f"layer{stage}"):
+            delattr(net.encoder, f"layer{stage}")
+    if encoder_checkpoint:
+        _load_encoder(net.encoder, encoder_checkpoint)
+    unused = unused_parameters(net, size=max(64, 2 * stride))
+    if unused:
+        raise ValueError(
+            f"encoder {encoder_name!r} at encoder_depth {encoder_depth} keeps {len(unused)} "
+            f"parameters the forward pass never uses (e.g. {unused[:3]}); use encoder_depth 5"
+        )
+    return net
+
+
+def _pad_to(images: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Zero-pad ``(B, 3, h, w)`` at the bottom/right to ``(B, 3, height, width)`` (0 = mean
+    colour after normalisation, as mmseg pads)."""
+    return F.pad(images, (0, width - images.shape[-1], 0, height - images.shape[-2]))
+
+
+def whole_logits(net: nn.Module, images: torch.Tensor, multiple: int = 8) -> torch.Tensor:
+    """Whole-image inference: pad H, W up to ``multiple``, run ``net``, crop back.
+
+    Args:
+        net: ``(B, 3, H', W')`` → ``(B, K, H', W')`` network.
+        images: ``(B, 3, H, W)`` float, normalised.
+        multiple: the network's input divisor (``net.encoder.output_stride``).
+
+    Returns:
+        ``(B, K, H, W)`` float logits.
+    """
+    h, w = images.shape[-2:]
+    ph, pw = -(-h // multiple) * multiple, -(-w // multiple) * multiple
+    return net(_pad_to(images, ph, pw))[..., :h, :w]
+
+
+def slide_logits(
+    net: nn.Module, images: torch.Tensor, window: int = 512, stride: int = 341, multiple: int = 8
+) -> torch.Tensor:
+    """Sliding-window inference (mmseg ``mode='slide'``): mean of overlapping window logits.
+
+    Windows of ``window × window`` start every ``stride`` pixels, the last one flush with the
+    border; an image smaller than the window is one (padded) window.
+
+    Args:
+        net: the segmentation network.
+        images: ``(B, 3, H, W)`` float, normalised.
+        window: window side, a multiple of ``multiple``.
+        stride: step between windows, in (0, window].
+        multiple: the network's input divisor.
+
+    Returns:
+        ``(B, K, H, W)`` float logits.
+    """
+    if window <= 0 or window % multiple:
+        raise ValueError(f"window must be a positive multiple of {multiple}, got {window}")
+    if not 0 < stride <= window:
+        raise ValueError(f"stride must lie in (0, window={window}], got {stride}")
+    h, w = images.shape[-2:]
+    rows = max(h - window + stride - 1, 0) // stride + 1
+    cols = max(w - window + stride - 1, 0) // stride + 1
+    total: torch.Tensor | None = None
+    count = images.new_zeros(1, 1, h, w)
+    for r in range(rows):
+        for c in range(cols):
+            y1, x1 = min(r * stride, max(h - window, 0)), min(c * stride, max(w - window, 0))
+            y2, x2 = min(y1 + window, h), min(x1 + window, w)
+            crop = _pad_to(images[..., y1:y2, x1:x2], window, window)
+            logits = net(crop)[..., : y2 - y1, : x2 - x1]
+            if total is None:
+                total = images.new_zeros(images.shape[0], logits.shape[1], h, w)
+            total[..., y1:y2, x1:x2] += logits
+            count[..., y1:y2, x1:x2] += 1
+    assert total is not None
+    return total / count
+
+
+def resize_logits(logits: torch.Tensor, sizes: Sequence[tuple[int, int]]) -> list[torch.Tensor]:
+    """Bilinearly resize each image's logits to its own (original) size.
+
+    Args:
+        logits: ``(B, K, h, w)`` float.
+        sizes: B pairs ``(H_i, W_i)``.
+
+    Returns:
+        B tensors ``(K, H_i, W_i)`` float.
+    """
+    if len(sizes) != logits.shape[0]:
+        raise ValueError(f"sizes must list {logits.shape[0]} (H, W) pairs, got {len(sizes)}")
+    return [
+        F.interpolate(row[None], size=(int(hw[0]), int(hw[1])), mode="bilinear")[0]
+        for row, hw in zip(logits, sizes, strict=True)
+    ]

@@ -1,0 +1,230 @@
+"""Stage 2: partially supervised refinement of the pseudo-masks with PSPNet (paper §3.3, §4.1).
+
+Training: logits = PSPNet(x); loss = mean(L · W) (Eq. 10), L the per-pixel cross-entropy against
+the pseudo-mask Y_seg1 and W its credible pixels (Eq. 9), i.e. every pixel whose label is not
+255. The train batch carries the labels under ``"target"`` (PseudoMaskDataModule) or ``"mask"``
+(SegmentationDataModule: the fully supervised oracle on ground truth).
+
+Evaluation: whole-image (or sliding-window) logits at the network input size, bilinearly resized
+to each image's original size, argmax → ``"pred"``; with ``crf`` also a dense-CRF refined
+``"pred_crf"`` (the paper's Y_seg2 post-processing). Metrics come from
+:class:`~freeseg.stages.callbacks.MeanIoUCallback` (``key="pred"`` / ``key="pred_crf"``).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import lightning.pytorch as pl
+import torch
+import torch.nn.functional as F
+from jsonargparse.typing import NonNegativeFloat, PositiveFloat, PositiveInt
+from lightning.pytorch.utilities import rank_zero_warn
+
+from freeseg.data.classes import load_classes
+from freeseg.data.transforms import IGNORE_INDEX, IMAGENET_MEAN, IMAGENET_STD
+from freeseg.models.segmenter import build_pspnet, resize_logits, slide_logits, whole_logits
+from freeseg.ops.crf import dense_crf_batch, to_uint8_image
+from freeseg.ops.losses import partial_pixel_loss
+from freeseg.stages.schedules import poly
+
+
+def balanced_pixel_weight(
+    target: torch.Tensor, weight: torch.Tensor, num_classes: int, ignore_index: int = IGNORE_INDEX
+) -> torch.Tensor:
+    """Reweight credible pixels so every class present in the batch carries equal total weight.
+
+    w_c = N / (P · n_c) for the P classes present among the N credible pixels (n_c of class c),
+    so Σ weights = N as without balancing; non-credible pixels keep weight 0.
+
+    Args:
+        target: ``(B, H, W)`` int64 labels in [0, num_classes) or ``ignore_index``.
+        weight: ``(B, H, W)`` bool credible-pixel mask W.
+        num_classes: K, including background.
+
+    Returns:
+        ``(B, H, W)`` float32 weights >= 0.
+    """
+    credible = weight.bool() & (target != ignore_index)
+    counts = torch.bincount(target[credible], minlength=num_classes).float()
+    present = (counts > 0).sum().clamp_min(1)
+    per_class = torch.where(counts > 0, credible.sum() / (present * counts.clamp_min(1)), 0.0)
+    return per_class[target.clamp(0, num_classes - 1)] * credible
+
+
+def foreground_fraction(labels: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+    """Fraction of (valid) pixels whose label is not background (0), a 0-d float tensor."""
+    fg = (labels != 0).float()
+    if valid is None:
+        return fg.mean()
+    return (fg * valid).sum() / valid.sum().clamp_min(1)
+
+
+class RefineModule(pl.LightningModule):
+    """PSPNet trained on pseudo-masks (or ground truth) with the partial pixel loss.
+
+    Args:
+        classes: class list (path or builtin); ``num_classes`` = its length (foreground only).
+        encoder_name, encoder_depth, output_stride, psp_out_channels, psp_dropout,
+            encoder_checkpoint: the network, see :func:`~freeseg.models.segmenter.build_pspnet`.
+        partial_pixel: whether the pseudo-masks carry Eq. 9's non-credible pixels as 255. The
+            loss always uses W = (target != 255); this flag records the run and is checked
+            against the datamodule's ``partial_pixel`` when it has one.
+        loss_normalize: Eq. 10's mean over all pixels (``all``) or over credible ones.
+        lr, momentum, weight_decay: SGD (paper: 0.01, 0.9, 5e-4).
+        poly_power: poly schedule power over ``trainer.estimated_stepping_batches``.
+        crf: also return dense-CRF labels ``pred_crf`` in validation and test.
+        crf_params: keyword settings of :func:`~freeseg.ops.crf.dense_crf`.
+        crf_workers: CRF processes.
+        crf_size: run the CRF at each image's ``original`` size (image re-interpolated from the
+            network input, exact when the eval transform keeps original sizes) or at the network
+            ``input`` size, labels then nearest-resized.
+        sliding_window, window, stride: mmseg-style sliding-window inference.
+        class_balance: weight credible pixels by :func:`balanced_pixel_weight` (against
+            collapse to background).
+    """
+
+    def __init__(
+        self,
+        classes: str = "voc",
+        encoder_name: str = "resnet101",
+        encoder_depth: int = 5,
+        output_stride: int | None = 8,
+        psp_out_channels: PositiveInt = 512,
+        psp_dropout: float = 0.1,
+        encoder_checkpoint: str | None = None,
+        partial_pixel: bool = True,
+        loss_normalize: Literal["all", "weight"] = "all",
+        lr: PositiveFloat = 0.01,
+        momentum: float = 0.9,
+        weight_decay: NonNegativeFloat = 5e-4,
+        poly_power: float = 0.9,
+        crf: bool = False,
+        crf_params: dict | None = None,
+        crf_workers: int = 2,
+        crf_size: Literal["original", "input"] = "original",
+        sliding_window: bool = False,
+        window: PositiveInt = 512,
+        stride: PositiveInt = 341,
+        class_balance: bool = False,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.classes = load_classes(classes)
+        self.net = build_pspnet(
+            encoder_name,
+            self.num_classes + 1,
+            encoder_depth,
+            output_stride,
+            psp_out_channels,
+            psp_dropout,
+            encoder_checkpoint,
+        )
+        encoder: Any = self.net.encoder
+        self.input_multiple = int(encoder.output_stride)  # H, W the network accepts
+        self.crf_params = dict(crf_params or {})
+        self._fg = torch.zeros(2)  # epoch sums of predicted / target foreground fractions
+        self._steps = 0
+
+    @property
+    def num_classes(self) -> int:
+        """Number of foreground classes (the network predicts ``num_classes + 1``)."""
+        return len(self.classes)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """``(B, 3, H, W)`` normalised images → ``(B, K+1, H, W)`` logits (any H, W)."""
+        multiple = self.input_multiple
+        if self.hparams["sliding_window"]:
+            return slide_logits(
+                self.net, images, self.hparams["window"], self.hparams["stride"], multiple
+            )
+        return whole_logits(self.net, images, multiple)
+
+    def on_fit_start(self) -> None:
+        datamodule = getattr(self.trainer, "datamodule", None)
+        data_flag = getattr(datamodule, "partial_pixel", None)
+        if data_flag is not None and bool(data_flag) != self.hparams["partial_pixel"]:
+            raise ValueError(
+                f"partial_pixel={self.hparams['partial_pixel']} but the datamodule's pseudo-masks "
+                f"were made with partial_pixel={data_flag}"
+            )
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        target = (batch["target"] if "target" in batch else batch["mask"]).long()
+        logits = self.net(batch["image"])
+        weight: torch.Tensor = target != IGNORE_INDEX  # W of Eq. 9: 255 = not credible
+        if self.hparams["class_balance"]:
+            weight = balanced_pixel_weight(target, weight, self.num_classes + 1)
+        loss = partial_pixel_loss(logits, target, weight, normalize=self.hparams["loss_normalize"])
+        fg_pred = foreground_fraction(logits.detach().argmax(1))
+        fg_target = foreground_fraction(target, target != IGNORE_INDEX)
+        self._fg = self._fg.to(fg_pred.device) + torch.stack([fg_pred, fg_target])
+        self._steps += 1
+        size = len(target)
+        self.log("train/loss", loss, prog_bar=True, batch_size=size)
+        self.log("train/fg_pred", fg_pred, prog_bar=True, batch_size=size)
+        self.log("train/fg_target", fg_target, batch_size=size)
+        self.log("train/credible", (target != IGNORE_INDEX).float().mean(), batch_size=size)
+        return loss
+
+    def on_train_epoch_end(self) -> None:
+        fg_pred, fg_target = (self._fg / max(self._steps, 1)).tolist()
+        if fg_target > 0.01 and fg_pred < 0.25 * fg_target:
+            rank_zero_warn(
+                f"stage 2 may be collapsing to background: it predicts {fg_pred:.3f} foreground "
+                f"where the credible targets hold {fg_target:.3f} (consider class_balance, more "
+                "steps, or loss_normalize='weight')"
+            )
+        self._fg = torch.zeros(2)
+        self._steps = 0
+
+    def _crf_labels(
+        self, images: torch.Tensor, logits: torch.Tensor, per_image: list[torch.Tensor]
+    ) -> list[torch.Tensor]:
+        """Dense-CRF labels at each original size (see ``crf_size``)."""
+        original = self.hparams["crf_size"] == "original"
+        rgbs, probs = [], []
+        for image, small, big in zip(images, logits, per_image, strict=True):
+            if original:
+                image = F.interpolate(image[None], size=big.shape[-2:], mode="bilinear")[0]
+            rgbs.append(to_uint8_image(image, IMAGENET_MEAN, IMAGENET_STD))
+            probs.append((big if original else small).softmax(0).float().cpu().numpy())
+        labels = dense_crf_batch(rgbs, probs, self.hparams["crf_workers"], **self.crf_params)
+        out = [torch.from_numpy(label).to(logits.device) for label in labels]
+        return [
+            F.interpolate(label[None, None].float(), size=big.shape[-2:], mode="nearest")[
+                0, 0
+            ].long()
+            for label, big in zip(out, per_image, strict=True)
+        ]
+
+    def _eval_step(self, batch: dict[str, Any], prefix: str) -> dict[str, Any]:
+        masks = batch.get("mask")
+        sizes = [tuple(m.shape[-2:]) for m in masks] if masks is not None else batch["size"]
+        logits = self(batch["image"])
+        per_image = resize_logits(logits, sizes)
+        out: dict[str, Any] = {"pred": [row.argmax(0) for row in per_image]}
+        if masks is not None:
+            out["target"] = [m.long() for m in masks]
+        if self.hparams["crf"]:
+            out["pred_crf"] = self._crf_labels(batch["image"], logits, per_image)
+        fg = torch.stack([foreground_fraction(p) for p in out["pred"]]).mean()
+        self.log(f"{prefix}/fg_pred", fg, batch_size=len(sizes))
+        return out
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
+        return self._eval_step(batch, "val")
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
+        return self._eval_step(batch, "test")
+
+    def configure_optimizers(self) -> Any:
+        optimizer = torch.optim.SGD(
+            self.parameters(),
+            lr=self.hparams["lr"],
+            momentum=self.hparams["momentum"],
+            weight_decay=self.hparams["weight_decay"],
+        )
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        schedule = poly(optimizer, total, self.hparams["poly_power"])
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}

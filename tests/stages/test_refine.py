@@ -1,0 +1,163 @@
+"""Stage 2 (RefineModule): oracle fit on a generated world, partial pixel loss, eval outputs."""
+
+from __future__ import annotations
+
+import lightning.pytorch as pl
+import pytest
+import torch
+import torch.nn.functional as F
+from tests.conftest import REPO
+from torch.utils.data import DataLoader
+
+from freeseg.cli import main
+from freeseg.data.datamodules import SegmentationDataModule
+from freeseg.stages.callbacks import MeanIoUCallback
+from freeseg.stages.refine_module import RefineModule, balanced_pixel_weight
+
+SMALL = {"encoder_name": "resnet18", "encoder_depth": 3, "output_stride": None}
+
+
+def _module(classes, **kwargs) -> RefineModule:
+    torch.manual_seed(0)
+    return RefineModule(classes=classes, psp_out_channels=16, **SMALL, **kwargs)
+
+
+def _trainer(**kwargs) -> pl.Trainer:
+    return pl.Trainer(
+        fast_dev_run=True,
+        accelerator="cpu",
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+        logger=False,
+        **kwargs,
+    )
+
+
+def test_oracle_fit_on_ground_truth_reports_miou_and_crf(tiny_world):
+    classes = str(tiny_world / "classes.txt")
+    data = SegmentationDataModule(
+        str(tiny_world / "voc"), image_size=64, batch_size=4, num_workers=0, classes=classes
+    )
+    callbacks = [MeanIoUCallback(), MeanIoUCallback(key="pred_crf", name="mIoU_crf")]
+    module = _module(classes, crf=True, crf_workers=2, crf_params={"scale_factor": 4.0})
+    _trainer(callbacks=list(callbacks)).fit(module, datamodule=data)  # Trainer extends the list
+    assert set(callbacks[0].last) == {"val/mIoU"} and set(callbacks[1].last) == {"val/mIoU_crf"}
+    for cb in callbacks:
+        assert 0.0 <= next(iter(cb.last.values())) <= 1.0
+    assert callbacks[0].per_class is not None and len(callbacks[0].per_class) == 21
+
+
+def test_oracle_config_runs_through_the_cli(tiny_world, tmp_path):
+    data = "--data.init_args."
+    main(
+        [
+            "fit",
+            "--config",
+            str(REPO / "configs/synthetic/oracle.yaml"),
+            f"--model.init_args.classes={tiny_world / 'classes.txt'}",
+            "--model.init_args.psp_out_channels=16",
+            f"{data}root={tiny_world / 'voc'}",
+            f"{data}classes={tiny_world / 'classes.txt'}",
+            f"{data}batch_size=4",
+            f"{data}num_workers=0",
+            "--trainer.fast_dev_run=true",
+            "--trainer.enable_progress_bar=false",
+            f"--trainer.default_root_dir={tmp_path}",
+            f"--trainer.logger.init_args.save_dir={tmp_path}",
+        ]
+    )
+
+
+def _pseudo_batch(num_classes: int) -> dict[str, torch.Tensor]:
+    """Two 32² images whose pseudo-masks hold 255 (not credible) in known places."""
+    torch.manual_seed(1)
+    target = torch.randint(0, num_classes + 1, (2, 32, 32))
+    target[0, :16] = 255
+    target[1, :, 20:] = 255
+    return {"image": torch.randn(2, 3, 32, 32), "target": target}
+
+
+def test_non_credible_pixels_contribute_no_gradient(tiny_world):
+    module = _module(str(tiny_world / "classes.txt"))
+    batch = _pseudo_batch(module.num_classes)
+    captured = {}
+    forward = module.net.forward
+
+    def keep_logits(x):
+        logits = forward(x)
+        logits.retain_grad()
+        captured["logits"] = logits
+        return logits
+
+    module.net.forward = keep_logits
+    loss = module.training_step(batch, 0)
+    loss.backward()
+    logits, target = captured["logits"], batch["target"]
+    grad_norm = logits.grad.abs().sum(1)  # (B, H, W)
+    assert torch.all(grad_norm[target == 255] == 0)
+    assert torch.all(grad_norm[target != 255] > 0)
+    # Eq. 10 by hand: -log p(target) summed over credible pixels, divided by all B·H·W pixels.
+    logp = F.log_softmax(logits.detach(), 1)
+    credible = target != 255
+    picked = logp.gather(1, target.clamp(max=module.num_classes)[:, None])[:, 0]
+    expected = -(picked * credible).sum() / target.numel()
+    torch.testing.assert_close(loss.detach(), expected)
+
+
+def test_trains_on_target_batches_through_a_trainer(tiny_world):
+    module = _module(str(tiny_world / "classes.txt"), class_balance=True)
+    batch = _pseudo_batch(module.num_classes)
+    items = [{k: v[i] for k, v in batch.items()} for i in range(2)]
+    before = module.net.segmentation_head[0].weight.detach().clone()
+    _trainer().fit(module, train_dataloaders=DataLoader(items, batch_size=2))
+    assert not torch.equal(before, module.net.segmentation_head[0].weight)
+
+
+@pytest.mark.parametrize("crf_size", ["original", "input"])
+@pytest.mark.parametrize("sliding_window", [False, True])
+def test_eval_outputs_are_at_original_sizes(tiny_world, crf_size, sliding_window):
+    module = _module(
+        str(tiny_world / "classes.txt"),
+        crf=True,
+        crf_workers=1,
+        crf_size=crf_size,
+        sliding_window=sliding_window,
+        window=32,
+        stride=24,
+    ).eval()
+    sizes = [(48, 80), (64, 64)]
+    masks = [torch.randint(0, module.num_classes + 1, hw) for hw in sizes]
+    batch = {"image": torch.randn(2, 3, 64, 64), "mask": masks, "size": sizes, "id": ["a", "b"]}
+    with torch.no_grad():
+        out = module.validation_step(batch, 0)
+    assert [tuple(p.shape) for p in out["pred"]] == sizes
+    assert [tuple(p.shape) for p in out["pred_crf"]] == sizes
+    for key in ("pred", "pred_crf"):
+        for pred in out[key]:
+            assert pred.dtype == torch.long
+            assert 0 <= int(pred.min()) and int(pred.max()) <= module.num_classes
+    assert all(torch.equal(t, m) for t, m in zip(out["target"], masks, strict=True))
+
+
+def test_balanced_weight_gives_every_present_class_equal_mass():
+    # 6 credible pixels: four of class 0, two of class 2 → w_0 = 6 / (2·4), w_2 = 6 / (2·2).
+    target = torch.tensor([[[0, 0, 0, 0], [2, 2, 255, 1]]])
+    weight = torch.tensor([[[True, True, True, True], [True, True, True, False]]])
+    out = balanced_pixel_weight(target, weight, num_classes=3)
+    expected = torch.tensor([[[0.75, 0.75, 0.75, 0.75], [1.5, 1.5, 0.0, 0.0]]])
+    torch.testing.assert_close(out, expected)
+    assert out.sum() == pytest.approx(6.0)
+
+
+def test_partial_pixel_flag_must_match_the_datamodule(tiny_world):
+    class Pseudo(pl.LightningDataModule):
+        partial_pixel = False
+
+        def train_dataloader(self):
+            batch = _pseudo_batch(3)
+            return DataLoader([{k: v[0] for k, v in batch.items()}], batch_size=1)
+
+    module = _module(str(tiny_world / "classes.txt"), partial_pixel=True)
+    with pytest.raises(ValueError, match="partial_pixel"):
+        _trainer().fit(module, datamodule=Pseudo())

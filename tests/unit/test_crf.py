@@ -1,0 +1,105 @@
+"""Dense CRF post-processing: closed-form expectations on flat-colour images."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from freeseg.ops.crf import dense_crf, dense_crf_batch, to_uint8_image
+
+
+def _halves(h: int = 24, w: int = 48) -> tuple[np.ndarray, np.ndarray]:
+    """A red left half and a blue right half; truth 0 on the left, 1 on the right."""
+    image = np.zeros((h, w, 3), np.uint8)
+    image[:, : w // 2] = (200, 30, 30)
+    image[:, w // 2 :] = (30, 30, 200)
+    truth = np.zeros((h, w), np.int64)
+    truth[:, w // 2 :] = 1
+    return image, truth
+
+
+def _noisy_probs(truth: np.ndarray, accuracy: float, seed: int) -> np.ndarray:
+    """(2, H, W) probabilities favouring the true class (0.65) on ``accuracy`` of the pixels,
+    the wrong class (0.65) elsewhere."""
+    rng = np.random.default_rng(seed)
+    favoured = np.where(rng.random(truth.shape) < accuracy, truth, 1 - truth)
+    p1 = np.where(favoured == 1, 0.65, 0.35)
+    return np.stack([1 - p1, p1]).astype(np.float32)
+
+
+def _one_hot(labels: np.ndarray, k: int) -> np.ndarray:
+    return np.eye(k, dtype=np.float32)[labels].transpose(2, 0, 1).copy()
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_crf_cleans_noise_on_flat_halves(seed):
+    image, truth = _halves()
+    probs = _noisy_probs(truth, 0.7, seed)
+    argmax_acc = (probs.argmax(0) == truth).mean()
+    crf_acc = (dense_crf(image, probs) == truth).mean()
+    assert 0.6 < argmax_acc < 0.8
+    assert crf_acc > argmax_acc + 0.15
+    assert crf_acc > 0.95
+
+
+def test_one_hot_probabilities_are_kept_where_regions_outsize_the_kernel():
+    # -log(1e-5) ≈ 11.5 per wrong label, while the normalised kernels weigh at most 3 + 10: a
+    # one-hot label survives unless (nearly) its whole neighbourhood disagrees with it.
+    image, truth = _halves()
+    labels = truth.copy()
+    labels[12:, :] = 2 - labels[12:, :]  # a split the colours do not show
+    labels[2:12, 30:36] = 0  # a block of class 0 on the blue half
+    np.testing.assert_array_equal(dense_crf(image, _one_hot(labels, 3)), labels)
+    rng = np.random.default_rng(0)
+    noise = rng.integers(0, 256, image.shape).astype(np.uint8)
+    random_labels = rng.integers(0, 4, truth.shape)
+    np.testing.assert_array_equal(dense_crf(noise, _one_hot(random_labels, 4)), random_labels)
+
+
+def test_one_pixel_island_in_a_flat_region_is_removed():
+    image, truth = _halves()
+    labels = truth.copy()
+    labels[5, 5] = 2
+    np.testing.assert_array_equal(dense_crf(image, _one_hot(labels, 3)), truth)
+
+
+def test_shapes_dtypes_and_batch_matches_serial():
+    image, truth = _halves(16, 20)
+    probs = [_noisy_probs(truth, 0.7, s) for s in range(3)]
+    images = [image] * 3
+    serial = dense_crf_batch(images, probs, workers=1)
+    parallel = dense_crf_batch(images, probs, workers=2)
+    for a, b, p in zip(serial, parallel, probs, strict=True):
+        assert a.shape == (16, 20) and a.dtype == np.int64
+        assert a.min() >= 0 and a.max() < p.shape[0]
+        np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(a, dense_crf(image, p))
+
+
+def test_bad_inputs_name_the_argument():
+    image, truth = _halves(8, 8)
+    probs = _one_hot(truth, 2)
+    with pytest.raises(ValueError, match="probs"):
+        dense_crf(image, probs[:, :4])
+    with pytest.raises(ValueError, match="image"):
+        dense_crf(image[..., :2], probs)
+    with pytest.raises(ValueError, match="image"):
+        dense_crf(image.astype(np.float32), probs)
+    with pytest.raises(ValueError, match="iterations"):
+        dense_crf(image, probs, iterations=0)
+    with pytest.raises(ValueError, match="probs"):
+        dense_crf_batch([image, image], [probs], workers=1)
+    with pytest.raises(ValueError, match="probs"):
+        dense_crf_batch([image], [probs[:, :3]], workers=2)
+
+
+def test_to_uint8_image_inverts_normalisation():
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(0, 256, (5, 7, 3)).astype(np.uint8)
+    mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+    x = torch.from_numpy(rgb).permute(2, 0, 1).float() / 255.0
+    normalised = (x - torch.tensor(mean).view(3, 1, 1)) / torch.tensor(std).view(3, 1, 1)
+    np.testing.assert_array_equal(to_uint8_image(normalised, mean, std), rgb)
+    with pytest.raises(ValueError, match="image_chw"):
+        to_uint8_image(normalised[:2], mean, std)

@@ -1,0 +1,105 @@
+"""Stage-2 network: shapes, no unused parameters, and the inference helpers."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from freeseg.models.segmenter import build_pspnet, resize_logits, slide_logits, whole_logits
+
+
+def _params_without_grad(net: nn.Module, size: int = 64) -> list[str]:
+    """One train-mode forward/backward on a batch of 2; names of parameters left without grad."""
+    net.train()
+    net.zero_grad(set_to_none=True)
+    net(torch.randn(2, 3, size, size)).square().mean().backward()
+    return [name for name, p in net.named_parameters() if p.grad is None]
+
+
+@pytest.mark.parametrize(
+    ("depth", "output_stride"), [(3, None), (4, 8), (5, 8), (5, None)], ids=str
+)
+def test_every_parameter_gets_a_gradient(depth, output_stride):
+    torch.manual_seed(0)
+    net = build_pspnet("resnet18", 5, depth, output_stride, psp_out_channels=32)
+    assert _params_without_grad(net) == []
+    stride = min(output_stride or 32, 2**depth)
+    assert net.encoder.output_stride == stride
+    out = net(torch.randn(2, 3, 64, 96))
+    assert out.shape == (2, 5, 64, 96)
+
+
+def test_depth_three_removes_the_unused_stages():
+    net = build_pspnet("resnet18", 3, encoder_depth=3, output_stride=None, psp_out_channels=16)
+    names = {name.split(".")[1] for name, _ in net.named_parameters() if name.startswith("encoder")}
+    assert {"conv1", "bn1", "layer1", "layer2"} == names
+
+
+def test_bad_arguments_name_themselves(tmp_path):
+    with pytest.raises(ValueError, match="encoder_depth"):
+        build_pspnet("resnet18", 3, encoder_depth=2)
+    with pytest.raises(ValueError, match="output_stride"):
+        build_pspnet("resnet18", 3, encoder_depth=3, output_stride=8)
+    with pytest.raises(ValueError, match="num_classes"):
+        build_pspnet("resnet18", 1, encoder_depth=3, output_stride=None)
+    with pytest.raises(FileNotFoundError, match="encoder_checkpoint"):
+        build_pspnet("resnet18", 3, 3, None, encoder_checkpoint=str(tmp_path / "none.pth"))
+
+
+def test_encoder_checkpoint_loads_torchvision_keys(tmp_path):
+    import torchvision
+
+    torch.manual_seed(1)
+    resnet = torchvision.models.resnet18(num_classes=10)
+    torch.save(resnet.state_dict(), tmp_path / "r18.pth")
+    net = build_pspnet("resnet18", 3, 3, None, 16, encoder_checkpoint=str(tmp_path / "r18.pth"))
+    assert torch.equal(net.encoder.layer2[0].conv1.weight, resnet.layer2[0].conv1.weight)
+    torch.save({"conv1.weight": resnet.conv1.weight}, tmp_path / "partial.pth")
+    with pytest.raises(ValueError, match="missing"):
+        build_pspnet("resnet18", 3, 3, None, 16, encoder_checkpoint=str(tmp_path / "partial.pth"))
+
+
+class _PixelNet(nn.Module):
+    """A per-pixel network (1×1 conv): any window tiling must give the whole-image answer."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[-1] % 8 or x.shape[-2] % 8:
+            raise RuntimeError("input not divisible by 8")
+        return self.conv(x)
+
+
+@pytest.mark.parametrize(("h", "w"), [(50, 70), (16, 16), (10, 90)])
+def test_slide_and_whole_inference_agree_for_a_pixelwise_net(h, w):
+    torch.manual_seed(0)
+    net, images = _PixelNet(), torch.randn(2, 3, h, w)
+    expected = net.conv(images)
+    torch.testing.assert_close(whole_logits(net, images), expected)
+    torch.testing.assert_close(slide_logits(net, images, window=24, stride=16), expected)
+    with pytest.raises(ValueError, match="stride"):
+        slide_logits(net, images, window=24, stride=30)
+
+
+def test_slide_counts_overlaps():
+    # A net returning ones: the mean over windows must be exactly one everywhere.
+    class Ones(nn.Module):
+        def forward(self, x):
+            return torch.ones(x.shape[0], 2, *x.shape[-2:])
+
+    out = slide_logits(Ones(), torch.zeros(1, 3, 40, 56), window=16, stride=10)
+    torch.testing.assert_close(out, torch.ones(1, 2, 40, 56))
+
+
+def test_resize_logits_gives_each_original_size():
+    logits = torch.randn(2, 3, 8, 8)
+    out = resize_logits(logits, [(8, 8), (13, 21)])
+    torch.testing.assert_close(out[0], logits[0])
+    assert out[1].shape == (3, 13, 21)
+    flat = resize_logits(torch.arange(3.0).view(1, 3, 1, 1).expand(1, 3, 8, 8), [(13, 21)])[0]
+    torch.testing.assert_close(flat, torch.arange(3.0).view(3, 1, 1).expand(3, 13, 21))
+    with pytest.raises(ValueError, match="sizes"):
+        resize_logits(logits, [(8, 8)])
