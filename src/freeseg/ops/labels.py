@@ -13,6 +13,7 @@ __all__ = [
     "calibrate_scores",
     "calibrate_with",
     "direct_argmax_segmentation",
+    "image_labels",
     "partial_label_segmentation",
     "partial_pixel_weights",
     "select_labels",
@@ -194,3 +195,13 @@ def partial_pixel_weights(
     else:
         peak = m_hat.amax(dim=1)  # (B, H, W)
     return (peak > background + delta) | (peak < background - delta)
+
+
+def image_labels(masks: list[torch.Tensor], num_classes: int) -> torch.Tensor:
+    """Image-level labels from ground-truth masks: ``(B, C)`` bool, c present iff id c+1 is."""
+    labels = torch.zeros(len(masks), num_classes, dtype=torch.bool, device=masks[0].device)
+    for i, mask in enumerate(masks):
+        ids = torch.unique(mask)
+        ids = ids[(ids >= 1) & (ids <= num_classes)] - 1
+        labels[i, ids] = True
+    return labels

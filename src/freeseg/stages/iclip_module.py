@@ -4,12 +4,14 @@ Training: loss = InfoNCE(φ: class token ↔ caption) + InfoNCE(φ̂: pooled den
 caption) on image-caption batches. Validation/test on a segmentation set: zero-shot scores and
 dense ITSMs per image, returned for the metric callbacks (mAP, mMIoU); the compact records of
 the epoch give, at its end, the mIoU of Y_seg1 with the Partial Label Strategy and with direct
-argmax (logged as ``mIoU_pls``, ``mIoU_argmax``). Predict: one record per image for
-:class:`~freeseg.stages.pseudo_writer.PseudoMaskWriter`.
+argmax (logged as ``mIoU_pls``, ``mIoU_argmax``) and, if asked, of the Table-6 clustering
+baselines on the same encoder pass (``mIoU_kmeans``, ``mIoU_spectral``). Predict: one record
+per image for :class:`~freeseg.stages.pseudo_writer.PseudoMaskWriter`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Literal
 
 import lightning.pytorch as pl
@@ -21,6 +23,8 @@ from freeseg.models.iclip import ICLIP
 from freeseg.models.image_encoder import EncoderOutput
 from freeseg.models.prompts import PromptBank
 from freeseg.models.tokenizer import ClipTokenizer
+from freeseg.ops.clustering import ClusterMethod
+from freeseg.ops.labels import image_labels
 from freeseg.ops.losses import info_nce
 from freeseg.ops.pseudo_labels import PartialLabelConfig, resize_itsm, score_bounds
 from freeseg.ops.sliding import sliding_window_maps
@@ -28,16 +32,6 @@ from freeseg.stages.distributed import reduce_bounds
 from freeseg.stages.reports import report_stage1
 from freeseg.stages.schedules import warmup_cosine
 from freeseg.stages.stage1_eval import Stage1Evaluation
-
-
-def image_labels(masks: list[torch.Tensor], num_classes: int) -> torch.Tensor:
-    """Image-level labels from ground-truth masks: ``(B, C)`` bool, c present iff id c+1 is."""
-    labels = torch.zeros(len(masks), num_classes, dtype=torch.bool, device=masks[0].device)
-    for i, mask in enumerate(masks):
-        ids = torch.unique(mask)
-        ids = ids[(ids >= 1) & (ids <= num_classes)] - 1
-        labels[i, ids] = True
-    return labels
 
 
 class ICLIPModule(pl.LightningModule):
@@ -60,6 +54,10 @@ class ICLIPModule(pl.LightningModule):
         sliding_window: dense maps by sliding windows (short side ``window``, ``window``² crops
             every ``stride`` px, averaged); use with ``image_size: null`` and batch size 1.
         window, stride: sliding-window geometry (GroupViT: 448, 224).
+        baselines: Table-6 baselines also scored at evaluation, ``kmeans`` and/or ``spectral``
+            (the projected dense tokens clustered per image, clusters named by text, background
+            by ``background`` on the min-max normalised cluster score); not with windows.
+        cluster_k: clusters per image of the baselines.
     """
 
     def __init__(
@@ -80,6 +78,8 @@ class ICLIPModule(pl.LightningModule):
         sliding_window: bool = False,
         window: PositiveInt = 448,
         stride: PositiveInt = 224,
+        baselines: Sequence[ClusterMethod] = (),
+        cluster_k: PositiveInt = 4,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -90,7 +90,10 @@ class ICLIPModule(pl.LightningModule):
         self.partial_label_config = PartialLabelConfig(
             float(strict), float(loose), float(background), float(delta), strategy, partial_pixel
         )
-        self.stage1 = Stage1Evaluation(len(self.classes))
+        if baselines and sliding_window:
+            raise ValueError("the clustering baselines need sliding_window: false")
+        self.baselines: tuple[ClusterMethod, ...] = tuple(baselines)
+        self.stage1 = self._stage1_evaluation(len(self.classes))
         self._bank: PromptBank | None = None
         self._text: tuple[torch.Tensor, torch.Tensor] | None = None
 
@@ -101,9 +104,13 @@ class ICLIPModule(pl.LightningModule):
     def set_vocabulary(self, classes: ClassList) -> None:
         """Use another class list (open vocabulary); its prompts are encoded on next use."""
         self.classes = classes
-        self.stage1 = Stage1Evaluation(len(classes)).to(self.device)
+        self.stage1 = self._stage1_evaluation(len(classes)).to(self.device)
         self._bank = None
         self._text = None
+
+    def _stage1_evaluation(self, num_classes: int) -> Stage1Evaluation:
+        k = int(self.hparams.get("cluster_k", 4))
+        return Stage1Evaluation(num_classes, baselines=self.baselines, cluster_k=k)
 
     @property
     def bank(self) -> PromptBank:
@@ -155,7 +162,9 @@ class ICLIPModule(pl.LightningModule):
 
         The raw map of a class is the max over its names, not yet resized or normalised.
         """
-        enc: EncoderOutput = self.model.encode_image(images)
+        return self._maps(self.model.encode_image(images))
+
+    def _maps(self, enc: EncoderOutput) -> tuple[torch.Tensor, torch.Tensor]:
         text_cls, text_dense = self.class_text()
         scores = self.bank.max_over_names(self.model.zero_shot_scores(enc, text_cls))
         raw = self.bank.max_over_names(self.model.itsm(enc, text_dense, normalize=False))
@@ -175,6 +184,14 @@ class ICLIPModule(pl.LightningModule):
         parts = [sliding_window_maps(im[None], self.dense_predict, window, stride) for im in images]
         return torch.cat([p[0] for p in parts]), [p[1][0] for p in parts]
 
+    def records_with_tokens(
+        self, images: torch.Tensor
+    ) -> tuple[torch.Tensor, list[torch.Tensor], torch.Tensor | None]:
+        """One pass → scores ``(B, C)``, raw maps ``(C, h, w)``, tokens X_{1:} ``(B, N, D)``."""
+        enc: EncoderOutput = self.model.encode_image(images)
+        scores, raw = self._maps(enc)
+        return scores, list(raw), self.model.dense_tokens(enc, self.model.mask_at_inference)
+
     def stage1_settings(self) -> dict[str, Any]:
         """What a stage-1 record depends on besides the weights and the input size."""
         keys = ("sliding_window", "window", "stride")
@@ -185,11 +202,14 @@ class ICLIPModule(pl.LightningModule):
         }
 
     def _eval_step(self, batch: dict[str, Any]) -> dict[str, Any]:
-        scores, raw = self.dense_records(batch["image"])
+        if self.baselines:  # the Table-6 baselines also need the dense tokens
+            scores, raw, tokens = self.records_with_tokens(batch["image"])
+        else:
+            (scores, raw), tokens = self.dense_records(batch["image"]), None
         masks = [m.long() for m in batch["mask"]]
         itsm = [self.itsm_at(r, tuple(m.shape)) for r, m in zip(raw, masks, strict=True)]
         labels = image_labels(masks, self.num_classes)
-        self.stage1.add(scores, raw, masks, batch["image"])
+        self.stage1.add(scores, raw, masks, batch["image"], tokens)
         return {"scores": scores, "labels": labels, "itsm": itsm, "target": masks}
 
     def _start_eval(self) -> None:
@@ -197,9 +217,10 @@ class ICLIPModule(pl.LightningModule):
         self.stage1.reset()
 
     def _end_eval(self, prefix: str) -> None:
-        """Stage-1 mIoU (PLS, argmax) over the epoch; the report outside fitting."""
+        """Stage-1 mIoU (PLS, argmax, baselines) over the epoch; the report outside fitting."""
         lo, hi = reduce_bounds(self.trainer, *score_bounds(self.stage1.local_scores()), self.device)
-        result = self.stage1.compute(lo, hi, self.partial_label_config)
+        text = self.class_text()[1] if self.baselines else None
+        result = self.stage1.compute(lo, hi, self.partial_label_config, text, self.bank.owner)
         for name, value in result.mean.items():
             # already synchronised across ranks by the metric's compute()
             self.log(f"{prefix}/{name}", value, prog_bar=True, rank_zero_only=True)

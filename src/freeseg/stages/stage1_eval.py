@@ -4,19 +4,27 @@ PLS needs the per-class score bounds of the whole evaluated set (§3.3), so the 
 of an epoch (scores ``(C,)``, raw ITSM ``(C, h, w)`` float16, ground truth ``(H, W)`` uint8) are
 kept in memory and turned into predictions at the epoch's end, after the bounds are reduced
 over ranks. The two :class:`~freeseg.metrics.MeanIoU` states are DDP-synchronised on compute.
+
+Optionally the Table-6 baselines (CLIP + K-means / spectral clustering) are scored on the same
+encoder pass: the projected dense tokens ``(N, D)`` float16 of each image are kept too, grouped
+at the epoch's end by :func:`~freeseg.ops.clustering.cluster_segmentation` and the cluster map
+upsampled (nearest) to the image's size (``mIoU_kmeans``, ``mIoU_spectral``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from freeseg.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from freeseg.metrics import MeanIoU
+from freeseg.ops.clustering import ClusterMethod, cluster_segmentation
 from freeseg.ops.pseudo_labels import PartialLabelConfig, first_stage_from_itsm, resize_itsm
 
 STRATEGIES: tuple[Literal["pls", "argmax"], ...] = ("pls", "argmax")
@@ -56,31 +64,61 @@ class Stage1Evaluation(nn.Module):
     Args:
         num_classes: C foreground classes (the metrics count C + 1 with background).
         shown: images kept for the figure (the first ones of this rank).
+        baselines: Table-6 clustering baselines also scored (``kmeans``, ``spectral``); they
+            need the dense tokens passed to :meth:`add`.
+        cluster_k: clusters per image of the baselines.
+        seed: random state of the clustering.
     """
 
-    def __init__(self, num_classes: int, shown: int = 6) -> None:
+    def __init__(
+        self,
+        num_classes: int,
+        shown: int = 6,
+        baselines: Sequence[ClusterMethod] = (),
+        cluster_k: int = 4,
+        seed: int = 0,
+    ) -> None:
         super().__init__()
+        self.baselines = tuple(dict.fromkeys(baselines))
         self.metrics: dict[str, MeanIoU] = nn.ModuleDict(  # type: ignore[assignment]
-            {name: MeanIoU(num_classes + 1, ignore_index=255) for name in STRATEGIES}
+            {
+                name: MeanIoU(num_classes + 1, ignore_index=255)
+                for name in (*STRATEGIES, *self.baselines)
+            }
         )
         self.num_classes = num_classes
         self.shown = shown
+        self.cluster_k = cluster_k
+        self.seed = seed
         self.records: list[tuple[Tensor, Tensor, Tensor]] = []
+        self.tokens: list[Tensor] = []
         self.images: list[np.ndarray] = []
 
     def reset(self) -> None:
-        self.records, self.images = [], []
+        self.records, self.tokens, self.images = [], [], []
         for metric in self.metrics.values():
             metric.reset()
 
     def add(
-        self, scores: Tensor, raws: list[Tensor], targets: list[Tensor], images: Tensor
+        self,
+        scores: Tensor,
+        raws: list[Tensor],
+        targets: list[Tensor],
+        images: Tensor,
+        tokens: Tensor | None = None,
     ) -> None:
-        """Keep one batch: scores ``(B, C)``, raw maps ``(C, h, w)``, targets ``(H, W)``."""
+        """Keep one batch: scores ``(B, C)``, raw maps ``(C, h, w)``, targets ``(H, W)``.
+
+        ``tokens`` ``(B, N, D)`` (N = h·w of the raw maps) are required iff baselines are set.
+        """
+        if self.baselines and tokens is None:
+            raise ValueError(f"baselines {self.baselines} need the dense tokens")
         for i, (raw, target) in enumerate(zip(raws, targets, strict=True)):
             self.records.append(
                 (scores[i].detach().float().cpu(), raw.detach().half().cpu(), target.byte().cpu())
             )
+            if self.baselines and tokens is not None:
+                self.tokens.append(tokens[i].detach().half().cpu())
             if len(self.images) < self.shown:
                 size = (int(target.shape[0]), int(target.shape[1]))
                 self.images.append(denormalize(images[i], size))
@@ -91,8 +129,19 @@ class Stage1Evaluation(nn.Module):
             return torch.zeros(0, self.num_classes)
         return torch.stack([scores for scores, _, _ in self.records])
 
-    def compute(self, lo: Tensor, hi: Tensor, config: PartialLabelConfig) -> Stage1Result:
-        """Y_seg1 per strategy for every record, given dataset-wide bounds ``lo``, ``hi``."""
+    def compute(
+        self,
+        lo: Tensor,
+        hi: Tensor,
+        config: PartialLabelConfig,
+        text: Tensor | None = None,
+        owner: Tensor | None = None,
+    ) -> Stage1Result:
+        """Y_seg1 per strategy for every record, given dataset-wide bounds ``lo``, ``hi``.
+
+        The baselines label clusters with ``text`` ``(T, D)`` (normalised, one row per class
+        name; ``owner`` ``(T,)`` its class) and use ``config.background`` as their threshold.
+        """
         device = self.metrics["pls"].confmat.device
         configs = {name: replace(config, strategy=name) for name in STRATEGIES}
         result = Stage1Result()
@@ -104,10 +153,40 @@ class Stage1Evaluation(nn.Module):
                 self.metrics[name].update(out.seg[None], gt[None])
                 if index < len(self.images) and name == config.strategy:
                     result.rows.append(self._row(index, out.seg, out.itsm, out.labels, target))
+            for method in self.baselines:
+                seg = self._cluster_map(index, method, text, owner, config.background)
+                self.metrics[method].update(seg.to(device)[None], gt[None])
         for key, metric in self.metrics.items():
             result.mean[f"mIoU_{key}"] = float(metric.compute())
             result.per_class[key] = metric.per_class().detach().cpu()
         return result
+
+    def _cluster_map(
+        self,
+        index: int,
+        method: ClusterMethod,
+        text: Tensor | None,
+        owner: Tensor | None,
+        background: float,
+    ) -> Tensor:
+        """Baseline map of record ``index`` upsampled (nearest) to its target: ``(H, W)`` long."""
+        if text is None:
+            raise ValueError("the clustering baselines need the class text embeddings")
+        _, raw, target = self.records[index]
+        grid = (int(raw.shape[1]), int(raw.shape[2]))
+        seg = cluster_segmentation(
+            self.tokens[index].float().numpy(),
+            grid,
+            text.detach().float().cpu().numpy(),
+            self.cluster_k,
+            method,
+            background,
+            self.seed,
+            None if owner is None else owner.cpu().numpy(),
+        )
+        size = (int(target.shape[0]), int(target.shape[1]))
+        up = F.interpolate(torch.from_numpy(seg)[None, None].float(), size=size, mode="nearest")
+        return up[0, 0].long()
 
     def _row(self, index: int, seg: Tensor, itsm: Tensor, labels: Tensor, gt: Tensor) -> GridRow:
         heat = itsm[labels].amax(dim=0) if bool(labels.any()) else torch.zeros(seg.shape)

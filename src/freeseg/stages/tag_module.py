@@ -21,7 +21,7 @@ from freeseg.data.atomic import atomic_path
 from freeseg.data.classes import load_classes
 from freeseg.models.image_encoder import create_vit
 from freeseg.models.tokenizer import ClipTokenizer
-from freeseg.stages.iclip_module import image_labels
+from freeseg.ops.labels import image_labels
 from freeseg.stages.schedules import warmup_cosine
 
 

@@ -1,0 +1,53 @@
+"""Table-6 baselines in the stage-1 evaluation: validate logs mIoU_kmeans from one pass."""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import lightning.pytorch as pl
+import pytest
+import torch
+
+from freeseg.data.datamodules import SegmentationDataModule
+from freeseg.models.iclip import ICLIP
+from freeseg.models.image_encoder import FrozenViT
+from freeseg.models.text_encoder import TextEncoder
+from freeseg.stages.iclip_module import ICLIPModule
+
+TINY_VIT = {"patch_size": 8, "embed_dim": 32, "depth": 2, "num_heads": 2}
+
+
+def _tiny_module(classes: str, **kwargs) -> ICLIPModule:
+    torch.manual_seed(0)
+    encoder = FrozenViT("vit_tiny_patch16_224", img_size=64, model_kwargs=TINY_VIT)
+    text = TextEncoder(width=32, layers=1, heads=2, context_length=16)
+    model = ICLIP(encoder, text, embed_dim=16, pooling="smoothed_min", kernel_size=3)
+    return ICLIPModule(model, classes=classes, context_length=16, **kwargs)
+
+
+def test_validate_logs_kmeans_miou_from_the_same_encoder_pass(tiny_world, tmp_path, caplog):
+    classes = str(tiny_world / "classes.txt")
+    module = _tiny_module(classes, baselines=["kmeans"], cluster_k=3)
+    calls = []
+    encode = module.model.encode_image
+    module.model.encode_image = lambda images: calls.append(len(images)) or encode(images)  # type: ignore[method-assign]
+    dm = SegmentationDataModule(
+        str(tiny_world / "voc"), image_size=32, batch_size=4, num_workers=0, classes=classes
+    )
+    trainer = pl.Trainer(
+        accelerator="cpu", logger=False, enable_progress_bar=False, default_root_dir=tmp_path
+    )
+    with caplog.at_level(logging.INFO):
+        metrics = trainer.validate(module, datamodule=dm)[0]
+    assert calls == [4, 4, 4]  # 12 val images, one encoder pass per batch
+    value = metrics["val/mIoU_kmeans"]
+    assert 0.0 <= value <= 1.0 and not math.isnan(value)
+    assert "val/mIoU_spectral" not in metrics
+    assert {"val/mIoU_pls", "val/mIoU_argmax"} <= set(metrics)
+    assert "IoU kmeans (%)" in caplog.text
+
+
+def test_baselines_refuse_sliding_windows(tiny_world):
+    with pytest.raises(ValueError, match="sliding_window"):
+        _tiny_module(str(tiny_world / "classes.txt"), baselines=["spectral"], sliding_window=True)
