@@ -5,6 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 WORLD ?= data/world
 RUNS ?= runs/demo
+REFINE_STEPS ?= 400
 
 .PHONY: install test test-all lint format demo ablation clean-demo help
 
@@ -39,7 +40,7 @@ format: $(STAMP)
 	$(BIN)/ruff format src tests
 
 demo: $(STAMP)
-	$(BIN)/python -m freeseg.demo --world $(WORLD) --runs $(RUNS)
+	$(BIN)/python -m freeseg.demo --world $(WORLD) --runs $(RUNS) --refine_steps $(REFINE_STEPS)
 
 clean-demo:
 	rm -rf $(WORLD) $(RUNS) results/demo
