@@ -7,7 +7,7 @@ WORLD ?= data/world
 RUNS ?= runs/demo
 REFINE_STEPS ?= 400
 
-.PHONY: install test test-all lint format demo ablation clean-demo help
+.PHONY: install test test-all lint format demo clean-demo help reproduce-voc reproduce-coco
 
 help:
 	@echo "make demo      generate the world and run the pipeline on CPU"
@@ -44,3 +44,10 @@ demo: $(STAMP)
 
 clean-demo:
 	rm -rf $(WORLD) $(RUNS) results/demo
+
+# The paper's chain on real data (GPUs): GCC3M=... DINO=... VOC=... (or COCO=...).
+reproduce-voc: $(STAMP)
+	$(BIN)/python -m freeseg.reproduce voc
+
+reproduce-coco: $(STAMP)
+	$(BIN)/python -m freeseg.reproduce coco
