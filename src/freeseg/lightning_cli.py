@@ -16,6 +16,7 @@ from lightning.pytorch.cli import LightningCLI
 # key suffix → what it is and where the README explains how to obtain it
 PATH_KEYS = {
     "checkpoint": "image encoder weights (README: 'Real data' → DINO ViT-B/8)",
+    "encoder_checkpoint": "ImageNet ResNet weights for PSPNet (README: 'Real data')",
     "train_shards": "image-caption shards (README: 'Real data' → GCC3M; or `freeseg synth`)",
     "val_shards": "image-caption shards (README: 'Real data' → GCC3M; or `freeseg synth`)",
     "root": "segmentation set (README: 'Real data' → PASCAL VOC / COCO-Object)",
