@@ -72,8 +72,17 @@ def _metrics(run_dir: Path) -> dict[str, float]:
 class Demo:
     """The chain of ``freeseg`` commands behind ``make demo``, each stage run at most once."""
 
-    def __init__(self, world: Path, runs: Path, refine_steps: int | None = None) -> None:
+    def __init__(
+        self,
+        world: Path,
+        runs: Path,
+        refine_steps: int | None = None,
+        extra: dict[str, list[str]] | None = None,
+    ) -> None:
+        """``extra`` maps a run directory's name (``encoder``, ``iclip``, ``stage1_eval``,
+        ``pseudo_pp``, ``refine_pp``, ``oracle_test``, ...) to more command-line overrides."""
         self.world, self.runs, self.refine_steps = world, runs, refine_steps
+        self.extra = extra or {}
         self.timings: dict[str, float] = {}
         self.encoder_file = runs / "encoder/vit.pth"
         self.iclip_ckpt = runs / "iclip/logs/version_0/checkpoints/last.ckpt"
@@ -81,7 +90,7 @@ class Demo:
     def stage(self, name: str, run_dir: Path, args: list[str], logged: bool = True) -> None:
         """Run one ``freeseg`` command into ``run_dir`` unless it finished before."""
         where = _run_dir_args(run_dir) if logged else [f"--trainer.default_root_dir={run_dir}"]
-        full = args + where
+        full = args + where + self.extra.get(run_dir.name, [])
         _stage(name, run_dir / "done.json", lambda: freeseg(full), self.timings)
 
     def _classes(self, key: str) -> str:
@@ -161,8 +170,14 @@ class Demo:
         self._refine("oracle", "synthetic/oracle.yaml", [])
 
 
-def run_demo(world: Path, runs: Path, results: Path, refine_steps: int | None = None) -> None:
-    demo = Demo(world, runs, refine_steps)
+def run_demo(
+    world: Path,
+    runs: Path,
+    results: Path,
+    refine_steps: int | None = None,
+    extra: dict[str, list[str]] | None = None,
+) -> None:
+    demo = Demo(world, runs, refine_steps, extra)
     _stage("world", world / "world.json", lambda: freeseg(["synth", str(world)]), demo.timings)
     demo.stage0()
     demo.stage1()
