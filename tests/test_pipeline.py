@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+
+import nbformat
+from nbclient import NotebookClient
+from tests.conftest import REPO
 
 from freeseg.demo import run_demo
 
@@ -47,3 +52,24 @@ def test_three_stages_chain_on_a_tiny_world(tiny_world: Path, tmp_path: Path):
     assert (runs / "pseudo_pp/masks/manifest.json").exists()
     # a second run reuses every finished stage
     run_demo(tiny_world, runs, results, refine_steps=4, extra=_tiny_stages())
+    _run_quickstart_notebook(tiny_world, runs)
+
+
+def _run_quickstart_notebook(world: Path, runs: Path) -> None:
+    """The quickstart notebook runs top to bottom on the chain's checkpoints."""
+    notebook = nbformat.read(REPO / "notebooks/quickstart.ipynb", as_version=4)
+    env = {"FREESEG_WORLD": str(world), "FREESEG_RUNS": str(runs), "MPLBACKEND": "Agg"}
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        NotebookClient(notebook, timeout=300, kernel_name="python3").execute(
+            cwd=str(REPO / "notebooks")
+        )
+    finally:
+        for key, value in old.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+    assert (runs / "quickstart").is_dir()
+    assert any(p.name.endswith("_overlay.png") for p in (runs / "quickstart").iterdir())
