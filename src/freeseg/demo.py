@@ -32,11 +32,11 @@ def _stage(name: str, done: Path, run: Callable[[], None], timings: dict[str, fl
     atomic_write_text(done, json.dumps({"seconds": round(timings[name], 1)}))
 
 
-def _world_overrides(world: Path, prefix: str = "") -> list[str]:
+def _world_overrides(world: Path) -> list[str]:
+    """Stage-0 data of a world folder (shards/, voc/, classes.txt) for the pretrain data module."""
     classes = str(world / "classes.txt")
     data = "--data.init_args."
     return [
-        f"--model.init_args.classes={classes}",
         f"{data}image_text.init_args.train_shards={world / 'shards/*.tar'}",
         f"{data}segmentation.init_args.root={world / 'voc'}",
         f"{data}segmentation.init_args.classes={classes}",
@@ -110,13 +110,13 @@ class Demo:
             "stage 0a: caption-tag pretraining of the image encoder",
             self.runs / "encoder",
             ["fit", "--config", str(CONFIGS / "synthetic/encoder.yaml")]
-            + [f"--model.init_args.export={self.encoder_file}"]
+            + [f"--model.init_args.export={self.encoder_file}", self._classes("model")]
             + _world_overrides(self.world),
         )
         self.stage(
             "stage 0: ICLIP with smoothed min pooling (frozen encoder)",
             self.runs / "iclip",
-            ["fit", *self._iclip_args()] + _world_overrides(self.world)[1:],
+            ["fit", *self._iclip_args()] + _world_overrides(self.world),
         )
 
     def stage1(self) -> None:
@@ -124,7 +124,7 @@ class Demo:
             "stage 1 evaluation on val (PLS and direct argmax)",
             self.runs / "stage1_eval",
             ["validate", *self._iclip_args(), f"--ckpt_path={self.iclip_ckpt}"]
-            + _world_overrides(self.world)[1:],
+            + _world_overrides(self.world),
         )
         for name, partial in (("pseudo_pp", "true"), ("pseudo_all", "false")):
             self.stage(
@@ -246,14 +246,14 @@ def run_ablation(world: Path, runs: Path, results: Path) -> None:
         demo.stage(
             f"stage 0 with {pooling} pooling",
             run_dir,
-            ["fit", *demo._iclip_args(), *pool] + _world_overrides(world)[1:],
+            ["fit", *demo._iclip_args(), *pool] + _world_overrides(world),
         )
         ckpt = run_dir / "logs/version_0/checkpoints/last.ckpt"
         demo.stage(
             f"stage 1 evaluation ({pooling})",
             runs / f"ablation_{pooling}_eval",
             ["validate", *demo._iclip_args(), *pool, f"--ckpt_path={ckpt}"]
-            + _world_overrides(world)[1:],
+            + _world_overrides(world),
         )
         m = _metrics(runs / f"ablation_{pooling}_eval")
         cells = [100 * m.get(f"val/{key}", float("nan")) for key in ("mAP", "mMIoU", "mIoU_pls")]

@@ -9,6 +9,7 @@ is checked, so a missing file stops the run at once with the key that names it.
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Any
 
 from lightning.pytorch.cli import LightningCLI
@@ -24,24 +25,27 @@ PATH_KEYS = {
 }
 
 
-def missing_paths(config: Any) -> list[str]:
-    """Configured paths to data or weights that do not exist, one message each."""
+def path_missing(value: str, shards: bool = False) -> bool:
+    """Whether a configured input is absent: a shard pattern matching nothing, or no file."""
     from freeseg.data.imagetext import expand_shards
 
+    if not shards:
+        return not Path(value).exists()
+    try:
+        expand_shards(value)
+    except FileNotFoundError:
+        return True
+    return False
+
+
+def missing_paths(config: Any) -> list[str]:
+    """Configured paths to data or weights that do not exist, one message each."""
     problems = []
     for key, value in config.items():
         leaf = key.rsplit(".", 1)[-1]
         if leaf not in PATH_KEYS or not isinstance(value, str) or value in ("last", "best"):
             continue
-        try:
-            if leaf.endswith("shards"):
-                expand_shards(value)
-            else:
-                from pathlib import Path
-
-                if not Path(value).exists():
-                    raise FileNotFoundError(value)
-        except FileNotFoundError:
+        if path_missing(value, shards=leaf.endswith("shards")):
             problems.append(f"  {key}: {value!r} does not exist — {PATH_KEYS[leaf]}")
     return problems
 

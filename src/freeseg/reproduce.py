@@ -12,7 +12,6 @@ import os
 import shlex
 import subprocess
 import sys
-from pathlib import Path
 
 README = "README.md, section 'Real data: reproducing the paper'"
 NEEDS = {
@@ -46,20 +45,14 @@ STAGE0_VAL = {
 
 def check_paths(env: dict[str, str], dataset: str) -> list[str]:
     """Messages for each required variable that is unset or points nowhere."""
-    from freeseg.data.imagetext import expand_shards
+    from freeseg.lightning_cli import path_missing
 
     problems = []
     for var in ("GCC3M", "DINO", DATASETS[dataset]["root"]):
         value = env.get(var, "")
         if not value:
             problems.append(f"{var} is not set: {NEEDS[var]} ({README})")
-            continue
-        try:
-            if var == "GCC3M":
-                expand_shards(value)
-            elif not Path(value).exists():
-                raise FileNotFoundError(value)
-        except FileNotFoundError:
+        elif path_missing(value, shards=var == "GCC3M"):
             problems.append(f"{var}={value!r} does not exist: {NEEDS[var]} ({README})")
     return problems
 
