@@ -6,7 +6,10 @@ import os
 from pathlib import Path
 
 import nbformat
+import numpy as np
+import torch
 from nbclient import NotebookClient
+from PIL import Image
 from tests.conftest import REPO
 
 from freeseg.demo import run_demo
@@ -76,7 +79,7 @@ def _run_quickstart_notebook(world: Path, runs: Path) -> None:
 
 
 def test_own_data_path_on_another_world(tmp_path: Path):
-    """The README's own-data command on a world unlike the demo's (seed 11, 48² images)."""
+    """The README's own-data command on a world unlike the demo's (seed 11, 7 classes, 48²)."""
     from freeseg.synth import generate_world
 
     world = tmp_path / "mine"
@@ -88,6 +91,7 @@ def test_own_data_path_on_another_world(tmp_path: Path):
         num_train=10,
         num_val=6,
         image_size=48,
+        num_classes=7,
         workers=1,
     )
     sized = ["--data.init_args.image_text.init_args.image_size=48"]
@@ -113,3 +117,12 @@ def test_own_data_path_on_another_world(tmp_path: Path):
     for row in table:  # every stage-1 and stage-2 metric exists
         assert 0.0 <= float(row.rsplit("|", 2)[-2]) <= 100.0, row
     assert len(list((runs / "pseudo_pp/masks").glob("*.png"))) == 10
+    # 7 classes + background all the way through: pseudo-masks, PSPNet head, per-class table
+    pseudo = set()
+    for png in (runs / "pseudo_pp/masks").glob("*.png"):
+        pseudo |= set(np.unique(np.asarray(Image.open(png))).tolist())
+    assert pseudo <= set(range(8)) | {255}
+    ckpt = runs / "refine_pp/logs/version_0/checkpoints/last.ckpt"
+    state = torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"]
+    heads = [v.shape[0] for k, v in state.items() if "segmentation_head" in k and v.ndim == 4]
+    assert heads == [8]

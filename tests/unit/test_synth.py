@@ -219,3 +219,35 @@ def test_interrupted_run_is_completed(worlds, tmp_path):
         (root / name).unlink()
     generate_world(str(root), **TINY, seed=0, workers=1)
     assert _files(root) == ref
+
+
+def test_a_world_with_fewer_classes_draws_and_names_only_those(tmp_path):
+    root = tmp_path / "five"
+    generate_world(str(root), **TINY, seed=4, num_classes=5, workers=1)
+    listed = [
+        line.split(",")[0]
+        for line in (root / "classes.txt").read_text().splitlines()
+        if line and not line.startswith("#")
+    ]
+    assert listed == [c.name for c in CLASSES[:5]]
+    assert json.loads((root / "world.json").read_text())["classes"] == listed
+    seen: set[int] = set()
+    for png in (root / "voc/SegmentationClass").glob("*.png"):
+        seen |= set(np.unique(np.asarray(Image.open(png))).tolist())
+    assert seen - {0, 255} and seen <= {0, 1, 2, 3, 4, 5, 255}
+    named: set[int] = set()
+    for shard in sorted((root / "shards").glob("*.tar")):
+        with tarfile.open(shard) as tar:
+            for member in tar.getmembers():
+                if member.name.endswith(".txt"):
+                    named |= mentioned_labels(tar.extractfile(member).read().decode())
+    assert named and named <= {1, 2, 3, 4, 5}
+    labels = {o.label for i in range(200) for o in make_sample(4, "pairs", i, 32, 1, 5)[0].objects}
+    assert labels == {1, 2, 3, 4, 5}
+
+
+@pytest.mark.parametrize("num_classes", [1, 21])
+def test_class_count_out_of_range_is_refused(tmp_path, num_classes):
+    with pytest.raises(ValueError, match="num_classes"):
+        generate_world(str(tmp_path / "w"), **TINY, num_classes=num_classes)
+    assert not (tmp_path / "w").exists()

@@ -126,7 +126,7 @@ VOCAB = _vocabulary()
 
 
 def mentioned_labels(caption: str) -> set[int]:
-    """Label ids (1..20) whose name, synonym or plural occurs as a word in ``caption``."""
+    """Label ids (1..len(CLASSES)) whose name, synonym or plural occurs as a word in ``caption``."""
     return {VOCAB[w] for w in re.findall(r"[a-z]+", caption.lower()) if w in VOCAB}
 
 
@@ -186,7 +186,9 @@ def _typo(rng: Rng, text: str) -> str:
     return " ".join(words)
 
 
-def _choose_mentions(rng: Rng, objects: Sequence[SceneObject]) -> list[tuple[int, list]]:
+def _choose_mentions(
+    rng: Rng, objects: Sequence[SceneObject], num_classes: int
+) -> list[tuple[int, list]]:
     groups: dict[int, list[SceneObject]] = {}
     for o in objects:
         groups.setdefault(o.label, []).append(o)
@@ -196,7 +198,7 @@ def _choose_mentions(rng: Rng, objects: Sequence[SceneObject]) -> list[tuple[int
         lab = labels[int(rng.integers(len(labels)))]
         named = [(lab, groups[lab])]
     if rng.random() < P_ABSENT:
-        absent = [lab for lab in range(1, len(CLASSES) + 1) if lab not in groups]
+        absent = [lab for lab in range(1, num_classes + 1) if lab not in groups]
         lab = absent[int(rng.integers(len(absent)))]
         fake = SceneObject(lab, str(rng.choice(["red", "blue", "green", "yellow"])), 0.4, 1.0)
         named.append((lab, [fake]))
@@ -204,9 +206,12 @@ def _choose_mentions(rng: Rng, objects: Sequence[SceneObject]) -> list[tuple[int
     return [named[i] for i in order]
 
 
-def make_caption(rng: Rng, objects: Sequence[SceneObject]) -> str:
-    """An alt-text caption for a scene whose drawn objects are ``objects``."""
-    mentions = _choose_mentions(rng, objects)
+def make_caption(rng: Rng, objects: Sequence[SceneObject], num_classes: int = len(CLASSES)) -> str:
+    """An alt-text caption for a scene whose drawn objects are ``objects``.
+
+    An absent class that slips in is one of the world's first ``num_classes`` classes.
+    """
+    mentions = _choose_mentions(rng, objects, num_classes)
     phrases = [_phrase(rng, lab, objs) for lab, objs in mentions]
     if phrases and rng.random() < P_HASHTAGS:
         tags = [p[1].split(" ")[-1] for p in phrases] + list(

@@ -23,17 +23,19 @@ def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
         return ImageFont.load_default()
 
 
-def preview_image(seed: int, image_size: int, ignore_band: int, num: int = 8) -> Image.Image:
+def preview_image(
+    seed: int, image_size: int, ignore_band: int, num: int = 8, num_classes: int = len(CLASSES)
+) -> Image.Image:
     """Render the first ``num`` caption pairs of the world as a contact sheet (RGB)."""
     font, small = _font(14), _font(12)
     text_h = 78
     cell_w, cell_h = 2 * TILE + 24, TILE + text_h + 16
     rows = -(-num // COLUMNS)
-    legend_h = 24 * (-(-(len(CLASSES) + 2) // 6)) + 12
+    legend_h = 24 * (-(-(num_classes + 2) // 6)) + 12
     sheet = Image.new("RGB", (COLUMNS * cell_w + 8, rows * cell_h + legend_h + 8), "white")
     draw = ImageDraw.Draw(sheet)
     for i in range(num):
-        scene, caption = make_sample(seed, "pairs", i, image_size, ignore_band)
+        scene, caption = make_sample(seed, "pairs", i, image_size, ignore_band, num_classes)
         x, y = 8 + (i % COLUMNS) * cell_w, 8 + (i // COLUMNS) * cell_h
         for j, arr in enumerate((scene.image, colorize(scene.label))):
             tile = Image.fromarray(arr).resize((TILE, TILE), Image.Resampling.NEAREST)
@@ -50,7 +52,9 @@ def preview_image(seed: int, image_size: int, ignore_band: int, num: int = 8) ->
         )
     palette = voc_palette()
     entries = (
-        [("background", 0)] + [(c.name, k) for k, c in enumerate(CLASSES, 1)] + [("ignore", 255)]
+        [("background", 0)]
+        + [(c.name, k) for k, c in enumerate(CLASSES[:num_classes], 1)]
+        + [("ignore", 255)]
     )
     y0 = rows * cell_h + 8
     for k, (name, label) in enumerate(entries):
@@ -63,9 +67,13 @@ def preview_image(seed: int, image_size: int, ignore_band: int, num: int = 8) ->
 
 
 def write_preview(
-    path: str | os.PathLike[str], seed: int, image_size: int, ignore_band: int
+    path: str | os.PathLike[str],
+    seed: int,
+    image_size: int,
+    ignore_band: int,
+    num_classes: int = len(CLASSES),
 ) -> None:
     """Write :func:`preview_image` as a PNG, atomically."""
-    sheet = preview_image(seed, image_size, ignore_band)
+    sheet = preview_image(seed, image_size, ignore_band, num_classes=num_classes)
     with atomic_path(path) as tmp:
         sheet.save(tmp, format="PNG")

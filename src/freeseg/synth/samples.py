@@ -14,6 +14,7 @@ import numpy as np
 from PIL import Image
 
 from freeseg.synth.captions import make_caption
+from freeseg.synth.classes import CLASSES
 from freeseg.synth.scenes import Scene, render_scene
 
 SPLITS = {"pairs": 0, "train": 1, "val": 2}
@@ -29,12 +30,17 @@ def sample_rngs(
 
 
 def make_sample(
-    seed: int, split: str, index: int, image_size: int, ignore_band: int
+    seed: int,
+    split: str,
+    index: int,
+    image_size: int,
+    ignore_band: int,
+    num_classes: int = len(CLASSES),
 ) -> tuple[Scene, str]:
     """The scene and caption of sample ``index`` of ``split`` (captions exist for every split)."""
     scene_rng, caption_rng = sample_rngs(seed, split, index)
-    scene = render_scene(scene_rng, image_size, ignore_band)
-    return scene, make_caption(caption_rng, scene.objects)
+    scene = render_scene(scene_rng, image_size, ignore_band, num_classes)
+    return scene, make_caption(caption_rng, scene.objects, num_classes)
 
 
 def encode_jpeg(image: np.ndarray) -> bytes:
@@ -62,13 +68,16 @@ class Job:
     image_size: int
     ignore_band: int
     shard_size: int
+    num_classes: int = len(CLASSES)
 
     def __call__(
         self, task: tuple[str, int]
     ) -> tuple[str, int, dict[str, bytes] | tuple[bytes, np.ndarray]]:
         """``(split, index)`` → for pairs the tar members ``{name: bytes}``, else (JPEG, label map)."""
         split, index = task
-        scene, caption = make_sample(self.seed, split, index, self.image_size, self.ignore_band)
+        scene, caption = make_sample(
+            self.seed, split, index, self.image_size, self.ignore_band, self.num_classes
+        )
         jpg = encode_jpeg(scene.image)
         if split != "pairs":
             return split, index, (jpg, scene.label)

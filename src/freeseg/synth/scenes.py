@@ -28,7 +28,7 @@ MAX_OUTSIDE = 0.12  # fraction of an object's box that may fall outside the imag
 
 @dataclass(frozen=True)
 class SceneObject:
-    """An object as drawn: label id (1..20), colour word of its main part, size, visibility."""
+    """An object as drawn: label id (1..num_classes), colour word of its main part, size, visibility."""
 
     label: int
     color: str
@@ -47,7 +47,7 @@ class Scene:
 
     Attributes:
         image: ``(S, S, 3)`` uint8 RGB.
-        label: ``(S, S)`` uint8: 0 background, 1..20 classes, 255 ignore band.
+        label: ``(S, S)`` uint8: 0 background, 1..num_classes classes, 255 ignore band.
         objects: the drawn objects in depth order (back to front).
     """
 
@@ -217,19 +217,24 @@ def ignore_boundaries(label: np.ndarray, band: int) -> np.ndarray:
     return out
 
 
-def _choose_labels(rng: Rng) -> list[int]:
+def _choose_labels(rng: Rng, num_classes: int) -> list[int]:
     n = int(rng.choice(len(NUM_OBJECTS_P), p=NUM_OBJECTS_P)) + 1
     labels: list[int] = []
     for _ in range(n):
         if labels and rng.random() < REPEAT_P:
             labels.append(labels[int(rng.integers(len(labels)))])
         else:
-            labels.append(int(rng.integers(len(CLASSES))) + 1)
+            labels.append(int(rng.integers(num_classes)) + 1)
     return labels
 
 
-def render_scene(rng: Rng, image_size: int = 64, ignore_band: int = 1) -> Scene:
-    """Draw one scene: background, clutter, distractors, then objects back to front."""
+def render_scene(
+    rng: Rng, image_size: int = 64, ignore_band: int = 1, num_classes: int = len(CLASSES)
+) -> Scene:
+    """Draw one scene: background, clutter, distractors, then objects back to front.
+
+    Objects are drawn from the first ``num_classes`` classes of :data:`CLASSES`.
+    """
     ss = image_size * SUPERSAMPLE
     # NEAREST up, then box down at the end, gives the background back exactly.
     img = background(rng, image_size).resize((ss, ss), Image.Resampling.NEAREST)
@@ -242,7 +247,7 @@ def render_scene(rng: Rng, image_size: int = 64, ignore_band: int = 1) -> Scene:
         sprite = rasterize(parts, _sample_pose(rng, rng.uniform(0.08, 0.25) * ss), min_width)
         texture_and_shade(sprite, parts, rng, period)
         canvas.place(rng, sprite, 0, tries=1)
-    labels = _choose_labels(rng)
+    labels = _choose_labels(rng, num_classes)
     hi = SIZE_RANGE[1] - 0.06 * (len(labels) - 1)
     placed = []
     for label in labels:

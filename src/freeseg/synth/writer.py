@@ -5,7 +5,7 @@ Layout under ``out``::
     shards/{shard:05d}.tar          KEY.jpg, KEY.json, KEY.txt per sample (img2dataset)
     shards/{shard:05d}_stats.json   img2dataset-like shard statistics
     voc/JPEGImages/{id}.jpg         segmentation images (no captions, as in VOC)
-    voc/SegmentationClass/{id}.png  palette PNG: 0 background, 1..20 classes, 255 ignore
+    voc/SegmentationClass/{id}.png  palette PNG: 0 background, 1..num_classes, 255 ignore
     voc/ImageSets/Segmentation/{train,val}.txt
     classes.txt                     display name, synonyms — one class per line
     preview.png                     a few pairs: image | mask, caption underneath
@@ -47,14 +47,15 @@ def _json(obj: Any) -> str:
     return json.dumps(obj, sort_keys=True, indent=1) + "\n"
 
 
-def classes_text() -> str:
+def classes_text(num_classes: int = len(CLASSES)) -> str:
     """Contents of ``classes.txt``: a header, then ``name, synonym, ...`` per class in id order."""
     lines = [
-        "# Classes of the generated world (freeseg.synth), in label-id order (1..20); 0 is background.",
+        "# Classes of the generated world (freeseg.synth), in label-id order "
+        f"(1..{num_classes}); 0 is background.",
         "# One class per line; the first name is the display name, further names after commas are",
         "# synonyms.",
     ]
-    return "\n".join(lines + [", ".join(c.names) for c in CLASSES]) + "\n"
+    return "\n".join(lines + [", ".join(c.names) for c in CLASSES[:num_classes]]) + "\n"
 
 
 def write_shard(path: Path, members: dict[str, bytes]) -> None:
@@ -79,14 +80,14 @@ def _shard_stats(shard: int, count: int) -> dict[str, Any]:
     }
 
 
-def _params(**kw: Any) -> dict[str, Any]:
+def _params(num_classes: int, **kw: Any) -> dict[str, Any]:
     return {
         "generator": "freeseg.synth",
         "version": __version__,
         **kw,
         "supersample": SUPERSAMPLE,
         "jpeg_quality": JPEG_QUALITY,
-        "classes": [c.name for c in CLASSES],
+        "classes": [c.name for c in CLASSES[:num_classes]],
         "caption_noise": {
             "p_omit": captions.P_OMIT,
             "p_rescue": captions.P_RESCUE,
@@ -160,13 +161,14 @@ def generate_world(
     num_val: int = 500,
     image_size: int = 64,
     ignore_band: int = 1,
+    num_classes: int = len(CLASSES),
     workers: int = 2,
     overwrite: bool = False,
 ) -> dict:
     """Generate the synthetic world: captioned pairs (GCC3M stand-in) and a VOC-style set.
 
-    Scenes hold 1–4 of 20 part-based object classes over cluttered backgrounds with distractors;
-    captions are noisy alt-text. The output is byte-identical for a given seed whatever
+    Scenes hold 1–4 of ``num_classes`` (default 20) part-based object classes over cluttered
+    backgrounds with distractors; captions are noisy alt-text. The output is byte-identical for a given seed whatever
     ``workers`` is. If ``out`` already holds a complete world with the same parameters, nothing
     is rewritten; an interrupted run is completed.
 
@@ -179,6 +181,8 @@ def generate_world(
         num_val: segmentation validation images.
         image_size: side of every square image, in pixels.
         ignore_band: pixels within this distance of a label boundary are set to 255.
+        num_classes: how many of the 20 classes the world draws and names (the first ones, in
+            ``classes.txt`` order); label ids are 1..num_classes.
         workers: worker processes; does not change the output.
         overwrite: delete a previous world in ``out`` (also one with other parameters) first.
 
@@ -188,10 +192,13 @@ def generate_world(
     """
     if seed < 0 or image_size < 8 or not 0 < shard_size <= 10000:
         raise ValueError("need seed >= 0, image_size >= 8 and 0 < shard_size <= 10000")
+    if not 2 <= num_classes <= len(CLASSES):
+        raise ValueError(f"num_classes must be in 2..{len(CLASSES)}, got {num_classes}")
     start = time.perf_counter()
     root = Path(out)
     num_shards = -(-num_pairs // shard_size)
     params = _params(
+        num_classes,
         seed=seed,
         num_pairs=num_pairs,
         shard_size=shard_size,
@@ -211,9 +218,15 @@ def generate_world(
     if (root / "world.json").exists():
         return {**params, "elapsed_seconds": time.perf_counter() - start, "skipped": True}
     atomic_write_text(root / _PARAMS_FILE, _json(params))
-    atomic_write_text(root / "classes.txt", classes_text())
+    atomic_write_text(root / "classes.txt", classes_text(num_classes))
     (root / "shards").mkdir(parents=True, exist_ok=True)
-    job = Job(seed=seed, image_size=image_size, ignore_band=ignore_band, shard_size=shard_size)
+    job = Job(
+        seed=seed,
+        image_size=image_size,
+        ignore_band=ignore_band,
+        shard_size=shard_size,
+        num_classes=num_classes,
+    )
     tasks = _pending(root, num_pairs, shard_size, num_train, num_val)
     with _mapper(workers) as mapper:
         results = tqdm(mapper(job, tasks), total=len(tasks), desc="synth", unit="img")
@@ -221,6 +234,6 @@ def generate_world(
     for split, n in (("train", num_train), ("val", num_val)):
         ids = "".join(f"{seg_id(split, i)}\n" for i in range(n))
         atomic_write_text(root / "voc" / "ImageSets" / "Segmentation" / f"{split}.txt", ids)
-    write_preview(root / "preview.png", seed, image_size, ignore_band)
+    write_preview(root / "preview.png", seed, image_size, ignore_band, num_classes)
     atomic_write_text(root / "world.json", _json(params))
     return {**params, "elapsed_seconds": time.perf_counter() - start, "skipped": False}
