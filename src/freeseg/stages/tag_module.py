@@ -9,6 +9,7 @@ frozen by stage 0 exactly as DINO's weights are (``FrozenViT(checkpoint=...)``).
 
 from __future__ import annotations
 
+import math
 from typing import Any, Literal
 
 import lightning.pytorch as pl
@@ -37,6 +38,15 @@ def caption_tags(input_ids: torch.Tensor, vocab_size: int) -> torch.Tensor:
     return tags
 
 
+def lse_pool(logits: torch.Tensor, r: float, dim: int = 1) -> torch.Tensor:
+    """Log-sum-exp pooling (Pinheiro & Collobert 2015) of per-patch logits over ``dim``.
+
+    LSE_r(z) = (1/r) log((1/N) Σ_n exp(r z_n)): the mean of z as r → 0, its max as r → ∞.
+    """
+    n = logits.shape[dim]
+    return (torch.logsumexp(r * logits, dim=dim) - math.log(n)) / r
+
+
 def tag_loss(logits: torch.Tensor, tags: torch.Tensor) -> torch.Tensor:
     """Softmax cross-entropy against the caption's tags spread uniformly.
 
@@ -63,6 +73,12 @@ class TagPretrainModule(pl.LightningModule):
         classes: class names used only for the validation mAP (tag scores of class names).
         lr: AdamW learning rate; weight_decay: AdamW weight decay.
         context_length: caption length in tokens.
+        patch_loss_weight: weight of a second tag loss on the patch tokens (0: off). Each
+            patch token gets tag logits from the same head, restricted to the tokens present
+            in the batch (in-batch negatives), pooled over the grid by LSE with
+            ``patch_lse_r``, and scored like the class token's: patch tokens then carry the
+            image's words where its objects are, as DINO's patch tokens carry semantics.
+        patch_lse_r: sharpness of the LSE pooling (small: mean over patches, large: max).
     """
 
     def __init__(
@@ -76,6 +92,8 @@ class TagPretrainModule(pl.LightningModule):
         lr: PositiveFloat = 1e-3,
         weight_decay: NonNegativeFloat = 0.05,
         context_length: PositiveInt = 77,
+        patch_loss_weight: NonNegativeFloat = 0.0,
+        patch_lse_r: PositiveFloat = 5.0,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -103,10 +121,24 @@ class TagPretrainModule(pl.LightningModule):
         """``(B, 3, H, W)`` → tag logits ``(B, V)`` from the class token."""
         return self.head(self.vit.forward_features(images)[:, 0])
 
+    def patch_tag_loss(self, patches: torch.Tensor, tags: torch.Tensor) -> torch.Tensor:
+        """Tag loss of the LSE-pooled patch logits over the batch's present tokens."""
+        present = tags.any(0).nonzero().squeeze(1)
+        if present.numel() == 0:
+            return patches.sum() * 0.0
+        logits = patches @ self.head.weight[present].t() + self.head.bias[present]
+        pooled = lse_pool(logits, self.hparams["patch_lse_r"], dim=1)
+        return tag_loss(pooled, tags[:, present])
+
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
-        logits = self(batch["image"])
+        feats = self.vit.forward_features(batch["image"])
         tags = caption_tags(batch["input_ids"], self.vocab_size)
-        loss = tag_loss(logits, tags)
+        loss = tag_loss(self.head(feats[:, 0]), tags)
+        weight = self.hparams["patch_loss_weight"]
+        if weight > 0:
+            patch_loss = self.patch_tag_loss(feats[:, self.vit.num_prefix_tokens :], tags)
+            self.log("train/patch_loss", patch_loss, batch_size=len(tags))
+            loss = loss + weight * patch_loss
         self.log("train/loss", loss, prog_bar=True, batch_size=len(tags))
         return loss
 

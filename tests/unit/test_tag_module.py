@@ -1,0 +1,79 @@
+"""Stage 0a's caption-tag objective against hand examples and numpy loops."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from freeseg.stages.tag_module import TagPretrainModule, caption_tags, lse_pool, tag_loss
+
+
+def _log_softmax(row: np.ndarray) -> np.ndarray:
+    m = row.max()
+    return row - m - math.log(float(np.exp(row - m).sum()))
+
+
+def test_caption_tags_drop_padding_and_start_end_tokens() -> None:
+    ids = torch.tensor([[8, 3, 5, 3, 9, 0, 0], [8, 9, 0, 0, 0, 0, 0]])  # 8 = SOT, 9 = EOT
+    tags = caption_tags(ids, vocab_size=10)
+    expected = np.zeros((2, 10))
+    expected[0, [3, 5]] = 1.0
+    np.testing.assert_array_equal(tags.numpy(), expected)
+
+
+def test_tag_loss_matches_numpy_and_skips_captions_without_tags() -> None:
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(3, 6))
+    tags = np.array([[1, 0, 1, 0, 0, 0], [0, 0, 0, 0, 0, 0], [0, 0, 0, 0, 0, 1]], float)
+    per_image = [
+        -sum(tags[b, v] / tags[b].sum() * _log_softmax(logits[b])[v] for v in range(6))
+        for b in (0, 2)
+    ]
+    got = tag_loss(torch.from_numpy(logits), torch.from_numpy(tags))
+    assert got.item() == pytest.approx(np.mean(per_image), rel=1e-12)
+
+
+def test_lse_pool_matches_numpy_and_tends_to_mean_and_max() -> None:
+    rng = np.random.default_rng(1)
+    z = rng.normal(size=(2, 5, 3))
+    r = 2.5
+    expected = np.log(np.mean(np.exp(r * z), axis=1)) / r
+    got = lse_pool(torch.from_numpy(z), r, dim=1).numpy()
+    np.testing.assert_allclose(got, expected, rtol=1e-12)
+    near_mean = lse_pool(torch.from_numpy(z), 1e-6, dim=1).numpy()
+    np.testing.assert_allclose(near_mean, z.mean(1), atol=1e-5)
+    near_max = lse_pool(torch.from_numpy(z), 1e4, dim=1).numpy()
+    np.testing.assert_allclose(near_max, z.max(1), atol=1e-3)
+
+
+def test_patch_tag_loss_is_the_tag_loss_of_pooled_in_batch_logits() -> None:
+    torch.manual_seed(0)
+    module = TagPretrainModule(
+        img_size=16,
+        model_kwargs={"patch_size": 8, "embed_dim": 8, "depth": 1, "num_heads": 2},
+        classes="voc",
+        patch_loss_weight=1.0,
+        patch_lse_r=3.0,
+    )
+    weight = module.head.weight.detach().double().numpy()
+    bias = module.head.bias.detach().double().numpy()
+    patches = torch.randn(2, 4, 8, dtype=torch.float64)
+    tags = torch.zeros(2, module.vocab_size, dtype=torch.float64)
+    tags[0, [320, 1125]] = 1.0
+    tags[1, [1125, 4000]] = 1.0
+    present = [320, 1125, 4000]  # the batch's tokens: the only candidates of the softmax
+    losses = []
+    for b in range(2):
+        pooled = []
+        for u in present:
+            z = patches[b].numpy() @ weight[u] + bias[u]
+            pooled.append(math.log(np.mean(np.exp(3.0 * z))) / 3.0)
+        log_p = _log_softmax(np.array(pooled))
+        target = tags[b, present].numpy()
+        losses.append(-(target / target.sum() * log_p).sum())
+    module.head.double()
+    got = module.patch_tag_loss(patches, tags)
+    assert got.item() == pytest.approx(np.mean(losses), rel=1e-9)
