@@ -13,6 +13,7 @@ from PIL import Image
 from tests.conftest import REPO
 
 from freeseg.demo import run_demo
+from freeseg.stages.reports import load_figure
 
 VIT = "{patch_size: 8, embed_dim: 32, depth: 1, num_heads: 2}"
 SHARDS = [
@@ -36,7 +37,7 @@ def _tiny_stages() -> dict[str, list[str]]:
         "pseudo_pp": iclip_model + QUIET,
         "pseudo_all": iclip_model + QUIET,
     }
-    for name in ("refine_pp", "refine_all", "oracle"):
+    for name in ("refine_pp", "refine_all", "refine_pp_paper", "oracle"):
         extra[name] = ["--data.init_args.batch_size=8", *QUIET]
         extra[f"{name}_test"] = list(QUIET)
     return extra
@@ -53,6 +54,8 @@ def test_three_stages_chain_on_a_tiny_world(tiny_world: Path, tmp_path: Path):
     masks = sorted((runs / "pseudo_pp/masks").glob("*.png"))
     assert len(masks) == 16  # one pseudo-mask per train image
     assert (runs / "pseudo_pp/masks/manifest.json").exists()
+    titles, rows = load_figure(results / "grid.png")
+    assert len(titles) == 6 and len(rows) == 6  # image | ITSM | Y_seg1 | Y_seg2 | + CRF | truth
     # a second run reuses every finished stage
     run_demo(tiny_world, runs, results, refine_steps=4, extra=_tiny_stages())
     _run_quickstart_notebook(tiny_world, runs)
@@ -105,15 +108,15 @@ def test_own_data_path_on_another_world(tmp_path: Path):
     extra["stage1_eval"] += ["--data.init_args.segmentation.init_args.image_size=48"]
     for name in ("pseudo_pp", "pseudo_all"):
         extra[name] += ["--data.init_args.image_size=48"]
-    for name in ("refine_pp", "refine_all", "oracle"):
+    for name in ("refine_pp", "refine_all", "refine_pp_paper", "oracle"):
         extra[name] += ["--data.init_args.image_size=48"]
         extra[f"{name}_test"] += ["--data.init_args.image_size=48"]
     runs, results = tmp_path / "runs", tmp_path / "results"
     run_demo(world, runs, results, refine_steps=2, extra=extra)
     text = (results / "results.md").read_text()
     rows = [line for line in text.splitlines() if line.startswith("| ") and "method" not in line]
-    table = [row for row in rows if row.count("|") == 4][:7]
-    assert len(table) == 7
+    table = [row for row in rows if row.count("|") == 4][:8]
+    assert len(table) == 8
     for row in table:  # every stage-1 and stage-2 metric exists
         assert 0.0 <= float(row.rsplit("|", 2)[-2]) <= 100.0, row
     assert len(list((runs / "pseudo_pp/masks").glob("*.png"))) == 10

@@ -2,7 +2,7 @@
 
 Every stage is an ordinary ``freeseg`` command (the same configs and overrides a user runs
 on their own data); a stage that finished before is not run again. Results go to
-``results/demo/results.md``.
+``results/demo/results.md`` and ``results/demo/grid.png``.
 """
 
 from __future__ import annotations
@@ -14,8 +14,11 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
+
 from freeseg.cli import main as freeseg
 from freeseg.data.atomic import atomic_write_text
+from freeseg.stages.reports import load_figure, save_figure
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
@@ -155,9 +158,10 @@ class Demo:
         )
 
     def stage2(self) -> None:
-        for name, pseudo, partial in (
-            ("refine_pp", "pseudo_pp", "true"),
-            ("refine_all", "pseudo_all", "false"),
+        for name, pseudo, partial, balance in (
+            ("refine_pp", "pseudo_pp", "true", "true"),
+            ("refine_all", "pseudo_all", "false", "true"),
+            ("refine_pp_paper", "pseudo_pp", "true", "false"),  # Eq. 10 exactly as written
         ):
             self._refine(
                 name,
@@ -165,6 +169,7 @@ class Demo:
                 [
                     f"--data.init_args.pseudo_dir={self.runs / pseudo / 'masks'}",
                     f"--model.init_args.partial_pixel={partial}",
+                    f"--model.init_args.class_balance={balance}",
                 ],
             )
         self._refine("oracle", "synthetic/oracle.yaml", [])
@@ -183,12 +188,32 @@ def run_demo(
     demo.stage1()
     demo.stage2()
     write_results(results, runs, demo.timings)
+    write_grid(results / "grid.png", runs)
+
+
+def write_grid(path: Path, runs: Path) -> None:
+    """image | ITSM | Y_seg1 | Y_seg2 | Y_seg2 + CRF | ground truth for the first val images.
+
+    Joins the figures of the stage-1 evaluation and of the partial-pixel stage-2 test, which
+    show the same first images of the val split; refuses if their ground truths differ.
+    """
+    log = "logs/version_0"
+    _, stage1 = load_figure(runs / "stage1_eval" / log / "stage1_val_grid.npz")
+    titles2, stage2 = load_figure(runs / "refine_pp_test" / log / "stage2_test_grid.npz")
+    rows = []
+    for one, two in zip(stage1, stage2, strict=False):
+        if not np.array_equal(one[-1][1], two[-1][1]):
+            raise ValueError("the stage-1 and stage-2 figures show different images")
+        rows.append(one[:3] + two[1:])
+    save_figure(path, ["image", "ITSM, selected labels", "Y_seg1", *titles2[1:]], rows)
+    print(f"[demo] grid: {path}")
 
 
 def write_results(results: Path, runs: Path, timings: dict[str, float]) -> None:
     s1 = _metrics(runs / "stage1_eval")
     tests = {
-        name: _metrics(runs / f"{name}_test") for name in ("refine_all", "refine_pp", "oracle")
+        name: _metrics(runs / f"{name}_test")
+        for name in ("refine_all", "refine_pp", "refine_pp_paper", "oracle")
     }
 
     def cell(values: dict[str, float], key: str) -> str:
@@ -207,6 +232,11 @@ def write_results(results: Path, runs: Path, timings: dict[str, float]) -> None:
     ]
     lines += [
         f"| PLS → PSPNet, partial pixel + dense CRF | 2 | {cell(tests['refine_pp'], 'test/mIoU_crf')} |"
+    ]
+    paper = tests["refine_pp_paper"]
+    lines += [
+        "| PLS → PSPNet, partial pixel, Eq. 10 unweighted (no class balance) | 2 | "
+        f"{cell(paper, 'test/mIoU')} |"
     ]
     lines += [
         f"| oracle: same PSPNet on ground-truth masks | — | {cell(tests['oracle'], 'test/mIoU')} |"

@@ -161,3 +161,31 @@ def test_partial_pixel_flag_must_match_the_datamodule(tiny_world):
     module = _module(str(tiny_world / "classes.txt"), partial_pixel=True)
     with pytest.raises(ValueError, match="partial_pixel"):
         _trainer().fit(module, datamodule=Pseudo())
+
+
+def test_test_saves_a_figure_of_the_first_val_images(tiny_world, tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from freeseg.stages.reports import load_figure
+
+    classes = str(tiny_world / "classes.txt")
+    data = SegmentationDataModule(
+        str(tiny_world / "voc"), image_size=64, batch_size=4, num_workers=0, classes=classes
+    )
+    module = _module(classes, crf=True, crf_workers=1, crf_params={"scale_factor": 4.0})
+    trainer = pl.Trainer(
+        accelerator="cpu", logger=False, enable_progress_bar=False, default_root_dir=tmp_path
+    )
+    trainer.test(module, datamodule=data)
+    assert (tmp_path / "stage2_test_grid.png").exists()
+    titles, rows = load_figure(tmp_path / "stage2_test_grid.png")
+    assert titles == ["image", "Y_seg2", "Y_seg2 + CRF", "ground truth"]
+    ids = (tiny_world / "voc/ImageSets/Segmentation/val.txt").read_text().split()
+    assert len(rows) == 6
+    for row, image_id in zip(rows, ids, strict=False):  # the first val images, in order
+        truth = np.asarray(Image.open(tiny_world / f"voc/SegmentationClass/{image_id}.png"))
+        assert [kind for kind, _ in row] == ["rgb", "labels", "labels", "labels"]
+        np.testing.assert_array_equal(row[3][1], truth)
+        assert row[0][1].shape == truth.shape + (3,) and row[1][1].shape == truth.shape
+        assert row[1][1].max() <= 20 and row[2][1].max() <= 20

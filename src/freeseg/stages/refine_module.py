@@ -9,6 +9,8 @@ Evaluation: whole-image (or sliding-window) logits at the network input size, bi
 to each image's original size, argmax → ``"pred"``; with ``crf`` also a dense-CRF refined
 ``"pred_crf"`` (the paper's Y_seg2 post-processing). Metrics come from
 :class:`~freeseg.stages.callbacks.MeanIoUCallback` (``key="pred"`` / ``key="pred_crf"``).
+``freeseg test`` also saves a figure of the first test images (image | Y_seg2 | + CRF | ground
+truth) as ``stage2_test_grid.png`` (and ``.npz``) in the log directory.
 """
 
 from __future__ import annotations
@@ -26,7 +28,11 @@ from freeseg.data.transforms import IGNORE_INDEX, IMAGENET_MEAN, IMAGENET_STD
 from freeseg.models.segmenter import build_pspnet, resize_logits, slide_logits, whole_logits
 from freeseg.ops.crf import dense_crf_batch, to_uint8_image
 from freeseg.ops.losses import partial_pixel_loss
+from freeseg.stages.reports import Panel, log_dir, save_figure
 from freeseg.stages.schedules import poly
+from freeseg.stages.stage1_eval import denormalize
+
+FIGURE_ROWS = 6  # test images shown in the stage-2 figure (the first ones of rank 0)
 
 
 def balanced_pixel_weight(
@@ -125,6 +131,7 @@ class RefineModule(pl.LightningModule):
         self.crf_params = dict(crf_params or {})
         self._fg = torch.zeros(2)  # epoch sums of predicted / target foreground fractions
         self._steps = 0
+        self._figure: list[list[Panel]] = []
 
     @property
     def num_classes(self) -> int:
@@ -216,7 +223,30 @@ class RefineModule(pl.LightningModule):
         return self._eval_step(batch, "val")
 
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
-        return self._eval_step(batch, "test")
+        out = self._eval_step(batch, "test")
+        for i in range(len(out["pred"])):
+            if len(self._figure) >= FIGURE_ROWS:
+                break
+            pred = out["pred"][i]
+            row: list[Panel] = [("rgb", denormalize(batch["image"][i], tuple(pred.shape)))]
+            row += [("labels", pred.cpu().numpy())]
+            if "pred_crf" in out:
+                row += [("labels", out["pred_crf"][i].cpu().numpy())]
+            if "target" in out:
+                row += [("labels", out["target"][i].cpu().numpy())]
+            self._figure.append(row)
+        return out
+
+    def on_test_epoch_start(self) -> None:
+        self._figure = []
+
+    def on_test_epoch_end(self) -> None:
+        out = log_dir(self.trainer)  # a collective under DDP: every rank asks
+        if not self.trainer.is_global_zero or not self._figure:
+            return
+        titles = ["image", "Y_seg2"] + ["Y_seg2 + CRF"] * bool(self.hparams["crf"])
+        titles += ["ground truth"] * (len(self._figure[0]) - len(titles))
+        save_figure(out / "stage2_test_grid.png", titles, self._figure)
 
     def configure_optimizers(self) -> Any:
         optimizer = torch.optim.SGD(

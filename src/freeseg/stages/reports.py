@@ -1,13 +1,17 @@
-"""Human-readable stage-1 reports: a per-class IoU table and a figure of a few images.
+"""Human-readable reports: a per-class IoU table and figures of a few images.
 
 Written into the trainer's log directory (atomically) and, when a ``WandbLogger`` is
-configured, logged to it as an image and a table.
+configured, logged to it as an image and a table. A figure is saved twice: as a PNG to look
+at and as an ``.npz`` of its panels, so that figures of different stages on the same images
+can be put side by side (``make demo`` does).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Literal
 
 import lightning.pytorch as pl
 import numpy as np
@@ -23,6 +27,8 @@ PANEL = 160  # side of one figure panel, pixels
 GAP = 4
 HEADER = 16
 TITLES = ("image", "ITSM, selected labels", "Y_seg1", "ground truth")
+PanelKind = Literal["rgb", "heat", "labels"]
+Panel = tuple[PanelKind, np.ndarray]
 
 
 def iou_table(names: list[str], per_class: dict[str, torch.Tensor]) -> list[list[str]]:
@@ -58,33 +64,82 @@ def _panel(array: np.ndarray, nearest: bool) -> np.ndarray:
     return np.asarray(image.resize((PANEL, PANEL), resample))
 
 
-def stage1_grid(rows: list[GridRow]) -> np.ndarray:
-    """Figure: one row per image — image | max ITSM of the selected labels | Y_seg1 | truth.
+def _render(kind: PanelKind, array: np.ndarray) -> np.ndarray:
+    if kind == "rgb":
+        return _panel(array, nearest=False)
+    if kind == "heat":
+        from matplotlib import colormaps
+
+        heat = colormaps["viridis"](np.clip(array, 0, 1))[..., :3]
+        return _panel((heat * 255).astype(np.uint8), nearest=False)
+    return _panel(colorize(array), nearest=True)
+
+
+def grid_figure(titles: Sequence[str], rows: Sequence[Sequence[Panel]]) -> np.ndarray:
+    """Figure of one row per image, a titled column per panel.
+
+    Panels are ``("rgb", (H, W, 3) uint8)``, ``("heat", (H, W) float in [0, 1])`` (viridis)
+    or ``("labels", (H, W) ids)`` (VOC palette); each is resized to ``PANEL``².
 
     Returns:
-        ``(HEADER + rows·(PANEL+GAP), 4·(PANEL+GAP), 3)`` uint8 on white, titled columns.
+        ``(HEADER + rows·(PANEL+GAP), columns·(PANEL+GAP), 3)`` uint8 on white.
     """
-    from matplotlib import colormaps
-
-    viridis = colormaps["viridis"]
     step = PANEL + GAP
-    grid = np.full((HEADER + max(1, len(rows)) * step, 4 * step, 3), 255, dtype=np.uint8)
+    grid = np.full((HEADER + max(1, len(rows)) * step, len(titles) * step, 3), 255, np.uint8)
     for r, row in enumerate(rows):
-        heat = (viridis(np.clip(row.heat, 0, 1))[..., :3] * 255).astype(np.uint8)
-        panels = [
-            _panel(row.image, nearest=False),
-            _panel(heat, nearest=False),
-            _panel(colorize(row.seg), nearest=True),
-            _panel(colorize(row.target), nearest=True),
-        ]
+        if len(row) != len(titles):
+            raise ValueError(f"row {r} has {len(row)} panels for {len(titles)} titles")
         top = HEADER + r * step
-        for c, panel in enumerate(panels):
-            grid[top : top + PANEL, c * step : c * step + PANEL] = panel
+        for c, (kind, array) in enumerate(row):
+            grid[top : top + PANEL, c * step : c * step + PANEL] = _render(kind, array)
     figure = Image.fromarray(grid)
     draw = ImageDraw.Draw(figure)
-    for c, title in enumerate(TITLES):
+    for c, title in enumerate(titles):
         draw.text((c * step + 2, 3), title, fill=(0, 0, 0))
     return np.asarray(figure)
+
+
+def stage1_panels(rows: list[GridRow]) -> list[list[Panel]]:
+    """Panels image | max ITSM of the selected labels | Y_seg1 | truth, per row."""
+    return [
+        [("rgb", r.image), ("heat", r.heat), ("labels", r.seg), ("labels", r.target)] for r in rows
+    ]
+
+
+def stage1_grid(rows: list[GridRow]) -> np.ndarray:
+    """Figure: one row per image — image | max ITSM of the selected labels | Y_seg1 | truth."""
+    return grid_figure(TITLES, stage1_panels(rows))
+
+
+def save_figure(path: Path, titles: Sequence[str], rows: Sequence[Sequence[Panel]]) -> np.ndarray:
+    """Write ``path`` (PNG) and ``path.with_suffix('.npz')`` (its panels), atomically."""
+    grid = grid_figure(titles, rows)
+    with atomic_path(path) as tmp:
+        Image.fromarray(grid).save(tmp, format="PNG")
+    arrays: dict[str, np.ndarray] = {
+        "titles": np.array(list(titles)),
+        "kinds": np.array([[kind for kind, _ in row] for row in rows], dtype=str).reshape(
+            len(rows), len(titles)
+        ),
+    }
+    for r, row in enumerate(rows):
+        for c, (_, array) in enumerate(row):
+            arrays[f"panel_{r}_{c}"] = np.asarray(array)
+    with atomic_path(path.with_suffix(".npz")) as tmp, open(tmp, "wb") as f:
+        np.savez_compressed(f, **arrays)  # type: ignore[arg-type]
+    return grid
+
+
+def load_figure(path: Path) -> tuple[list[str], list[list[Panel]]]:
+    """Titles and panels saved by :func:`save_figure` (``path`` is the PNG or the ``.npz``)."""
+    with np.load(Path(path).with_suffix(".npz")) as data:
+        titles = [str(t) for t in data["titles"]]
+        kinds = data["kinds"]
+        rows = [
+            [(str(kinds[r, c]), data[f"panel_{r}_{c}"]) for c in range(kinds.shape[1])]
+            for r in range(kinds.shape[0])
+        ]
+    return titles, rows  # type: ignore[return-value]
 
 
 def log_dir(trainer: pl.Trainer) -> Path:
@@ -108,9 +163,7 @@ def report_stage1(
     if not trainer.is_global_zero:
         return
     atomic_write_text(out / f"stage1_{prefix}_iou.md", text + "\n")
-    grid = stage1_grid(rows)
-    with atomic_path(out / f"stage1_{prefix}_grid.png") as tmp:
-        Image.fromarray(grid).save(tmp, format="PNG")
+    grid = save_figure(out / f"stage1_{prefix}_grid.png", TITLES, stage1_panels(rows))
     rank_zero_info(f"stage-1 figure and table saved in {out}")
     from lightning.pytorch.loggers import WandbLogger
 
