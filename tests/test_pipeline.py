@@ -115,8 +115,8 @@ def test_own_data_path_on_another_world(tmp_path: Path):
     run_demo(world, runs, results, refine_steps=2, extra=extra)
     text = (results / "results.md").read_text()
     rows = [line for line in text.splitlines() if line.startswith("| ") and "method" not in line]
-    table = [row for row in rows if row.count("|") == 4][:9]
-    assert len(table) == 9
+    table = [row for row in rows if row.count("|") == 4][:11]
+    assert len(table) == 11
     for row in table:  # every stage-1 and stage-2 metric exists
         assert 0.0 <= float(row.rsplit("|", 2)[-2]) <= 100.0, row
     assert len(list((runs / "pseudo_pp/masks").glob("*.png"))) == 10

@@ -174,10 +174,22 @@ def test_test_saves_a_figure_of_the_first_val_images(tiny_world, tmp_path):
         str(tiny_world / "voc"), image_size=64, batch_size=4, num_workers=0, classes=classes
     )
     module = _module(classes, crf=True, crf_workers=1, crf_params={"scale_factor": 4.0})
+    callbacks = [MeanIoUCallback(), MeanIoUCallback(key="pred_crf", name="mIoU_crf")]
     trainer = pl.Trainer(
-        accelerator="cpu", logger=False, enable_progress_bar=False, default_root_dir=tmp_path
+        accelerator="cpu",
+        logger=False,
+        enable_progress_bar=False,
+        default_root_dir=tmp_path,
+        callbacks=list(callbacks),
     )
     trainer.test(module, datamodule=data)
+    table = (tmp_path / "stage2_test_iou.md").read_text().splitlines()
+    header = [cell.strip() for cell in table[0].split("|")[1:-1]]
+    assert header == ["class", "IoU mIoU (%)", "IoU mIoU_crf (%)"]
+    assert len(table) == 2 + 21 + 1  # header, rule, background + 20 classes, mean
+    mean = table[-1].split("|")
+    assert float(mean[2]) == pytest.approx(100 * callbacks[0].last["test/mIoU"], abs=0.01)
+    assert float(mean[3]) == pytest.approx(100 * callbacks[1].last["test/mIoU_crf"], abs=0.01)
     assert (tmp_path / "stage2_test_grid.png").exists()
     titles, rows = load_figure(tmp_path / "stage2_test_grid.png")
     assert titles == ["image", "Y_seg2", "Y_seg2 + CRF", "ground truth"]

@@ -21,14 +21,16 @@ import lightning.pytorch as pl
 import torch
 import torch.nn.functional as F
 from jsonargparse.typing import NonNegativeFloat, PositiveFloat, PositiveInt
-from lightning.pytorch.utilities import rank_zero_warn
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
+from freeseg.data.atomic import atomic_write_text
 from freeseg.data.classes import load_classes
 from freeseg.data.transforms import IGNORE_INDEX, IMAGENET_MEAN, IMAGENET_STD
 from freeseg.models.segmenter import build_pspnet, resize_logits, slide_logits, whole_logits
 from freeseg.ops.crf import dense_crf_batch, to_uint8_image
 from freeseg.ops.losses import partial_pixel_loss
-from freeseg.stages.reports import Panel, log_dir, save_figure
+from freeseg.stages.callbacks import MeanIoUCallback
+from freeseg.stages.reports import Panel, format_table, iou_table, log_dir, save_figure
 from freeseg.stages.schedules import poly
 from freeseg.stages.stage1_eval import denormalize
 
@@ -242,7 +244,20 @@ class RefineModule(pl.LightningModule):
 
     def on_test_epoch_end(self) -> None:
         out = log_dir(self.trainer)  # a collective under DDP: every rank asks
-        if not self.trainer.is_global_zero or not self._figure:
+        if not self.trainer.is_global_zero:
+            return
+        # Metric callbacks ran their epoch end before this hook: report their per-class IoU.
+        per_class = {
+            cb.name: cb.per_class
+            for cb in self.trainer.callbacks  # type: ignore[attr-defined]
+            if isinstance(cb, MeanIoUCallback) and cb.per_class is not None
+        }
+        if per_class:
+            header = ["class", *(f"IoU {name} (%)" for name in per_class)]
+            text = format_table(header, iou_table(self.classes.display_names, per_class))
+            rank_zero_info(f"\nStage 2 (test): per-class IoU of Y_seg2\n{text}\n")
+            atomic_write_text(out / "stage2_test_iou.md", text + "\n")
+        if not self._figure:
             return
         titles = ["image", "Y_seg2"] + ["Y_seg2 + CRF"] * bool(self.hparams["crf"])
         titles += ["ground truth"] * (len(self._figure[0]) - len(titles))
