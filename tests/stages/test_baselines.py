@@ -7,23 +7,9 @@ import math
 
 import lightning.pytorch as pl
 import pytest
-import torch
+from tests.stages.tiny import tiny_iclip_module as _tiny_module
 
 from freeseg.data.datamodules import SegmentationDataModule
-from freeseg.models.iclip import ICLIP
-from freeseg.models.image_encoder import FrozenViT
-from freeseg.models.text_encoder import TextEncoder
-from freeseg.stages.iclip_module import ICLIPModule
-
-TINY_VIT = {"patch_size": 8, "embed_dim": 32, "depth": 2, "num_heads": 2}
-
-
-def _tiny_module(classes: str, **kwargs) -> ICLIPModule:
-    torch.manual_seed(0)
-    encoder = FrozenViT("vit_tiny_patch16_224", img_size=64, model_kwargs=TINY_VIT)
-    text = TextEncoder(width=32, layers=1, heads=2, context_length=16)
-    model = ICLIP(encoder, text, embed_dim=16, pooling="smoothed_min", kernel_size=3)
-    return ICLIPModule(model, classes=classes, context_length=16, **kwargs)
 
 
 def test_validate_logs_kmeans_miou_from_the_same_encoder_pass(tiny_world, tmp_path, caplog):

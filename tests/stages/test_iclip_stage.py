@@ -8,14 +8,11 @@ import pytest
 import timm
 import torch
 from tests.conftest import REPO
+from tests.stages.tiny import TINY_VIT
+from tests.stages.tiny import tiny_iclip_module as _tiny_module
 
 from freeseg.cli import main
-from freeseg.models.iclip import ICLIP
-from freeseg.models.image_encoder import FrozenViT
-from freeseg.models.text_encoder import TextEncoder
-from freeseg.stages.iclip_module import ICLIPModule, image_labels
-
-TINY_VIT = {"patch_size": 8, "embed_dim": 32, "depth": 2, "num_heads": 2}
+from freeseg.stages.iclip_module import image_labels
 
 
 def _dino_checkpoint(path):
@@ -67,13 +64,6 @@ def test_fit_few_steps_through_cli_logs_metrics_and_keeps_encoder_frozen(tiny_wo
     prefix = "model.image_encoder.vit."
     for key, value in dino.items():
         assert torch.equal(state[prefix + key], value), key
-
-
-def _tiny_module(classes):
-    encoder = FrozenViT("vit_tiny_patch16_224", img_size=64, model_kwargs=TINY_VIT)
-    text = TextEncoder(width=32, layers=1, heads=2, context_length=16)
-    model = ICLIP(encoder, text, embed_dim=16, pooling="smoothed_min", kernel_size=3)
-    return ICLIPModule(model, classes=classes, context_length=16)
 
 
 def test_training_step_never_touches_the_image_encoder(tiny_world):

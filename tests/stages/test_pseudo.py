@@ -17,6 +17,7 @@ import torch
 import yaml
 from PIL import Image
 from tests.conftest import REPO
+from tests.stages.tiny import TINY_VIT
 
 from freeseg.cli import main
 from freeseg.data.datamodules import SegmentationDataModule
@@ -26,7 +27,6 @@ from freeseg.stages.checkpoints import build_network
 from freeseg.stages.iclip_module import ICLIPModule
 from freeseg.stages.pseudo_writer import PseudoMaskWriter
 
-TINY_VIT = {"patch_size": 8, "embed_dim": 32, "depth": 2, "num_heads": 2}
 TINY_NET = {
     "class_path": "freeseg.models.iclip.ICLIP",
     "init_args": {

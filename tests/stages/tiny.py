@@ -1,0 +1,21 @@
+"""The tiny stage-0 network the stage tests share (a 2-block ViT, a 1-layer text encoder)."""
+
+from __future__ import annotations
+
+import torch
+
+from freeseg.models.iclip import ICLIP
+from freeseg.models.image_encoder import FrozenViT
+from freeseg.models.text_encoder import TextEncoder
+from freeseg.stages.iclip_module import ICLIPModule
+
+TINY_VIT = {"patch_size": 8, "embed_dim": 32, "depth": 2, "num_heads": 2}
+
+
+def tiny_iclip_module(classes: str, **kwargs) -> ICLIPModule:
+    """A randomly initialised ICLIPModule (seed 0) on a 64² input, SMP with k = 3."""
+    torch.manual_seed(0)
+    encoder = FrozenViT("vit_tiny_patch16_224", img_size=64, model_kwargs=TINY_VIT)
+    text = TextEncoder(width=32, layers=1, heads=2, context_length=16)
+    model = ICLIP(encoder, text, embed_dim=16, pooling="smoothed_min", kernel_size=3)
+    return ICLIPModule(model, classes=classes, context_length=16, **kwargs)
