@@ -42,3 +42,17 @@ def test_paper_config_holds_the_paper_settings(capsys):
     image_text = cfg["data"]["init_args"]["image_text"]["init_args"]
     total_batch = image_text["batch_size"] * cfg["trainer"]["devices"] * cfg["trainer"]["num_nodes"]
     assert total_batch == 512
+
+
+@pytest.mark.parametrize("name", ["iclip_dense", "refine_voc", "refine_coco"])
+def test_long_paper_runs_keep_a_step_checkpoint_to_resume_from(name, capsys):
+    with pytest.raises(SystemExit):
+        main(["fit", "--config", str(REPO / f"configs/{name}.yaml"), "--print_config"])
+    callbacks = yaml.safe_load(capsys.readouterr().out)["trainer"]["callbacks"]
+    steps = [
+        cb["init_args"]
+        for cb in callbacks
+        if cb["class_path"].endswith("ModelCheckpoint")
+        and cb["init_args"].get("every_n_train_steps")
+    ]
+    assert len(steps) == 1 and steps[0]["save_top_k"] == 1 and steps[0]["monitor"] is None

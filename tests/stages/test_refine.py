@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+
 import lightning.pytorch as pl
 import pytest
 import torch
@@ -201,3 +203,37 @@ def test_test_saves_a_figure_of_the_first_val_images(tiny_world, tmp_path):
         np.testing.assert_array_equal(row[3][1], truth)
         assert row[0][1].shape == truth.shape + (3,) and row[1][1].shape == truth.shape
         assert row[1][1].max() <= 20 and row[2][1].max() <= 20
+
+
+def test_fit_resumes_from_a_checkpoint_through_the_cli(tiny_world, tmp_path):
+    """A run stopped at step 2 and resumed with --ckpt_path ends at step 4, not 2 + 4."""
+    data = "--data.init_args."
+    common = [
+        "--config",
+        str(REPO / "configs/synthetic/oracle.yaml"),
+        f"--model.init_args.classes={tiny_world / 'classes.txt'}",
+        "--model.init_args.psp_out_channels=16",
+        "--model.init_args.crf=false",
+        f"{data}root={tiny_world / 'voc'}",
+        f"{data}classes={tiny_world / 'classes.txt'}",
+        f"{data}batch_size=4",
+        f"{data}num_workers=0",
+        "--trainer.limit_val_batches=0",
+        "--trainer.log_every_n_steps=1",
+        "--trainer.enable_progress_bar=false",
+        f"--trainer.default_root_dir={tmp_path}",
+        f"--trainer.logger.init_args.save_dir={tmp_path}",
+    ]
+    main(["fit", *common, "--trainer.max_steps=2"])
+    first = tmp_path / "logs/version_0/checkpoints/last.ckpt"
+    main(["fit", *common, "--trainer.max_steps=4", f"--ckpt_path={first}"])
+    second = tmp_path / "logs/version_1/checkpoints/last.ckpt"
+    a = torch.load(first, map_location="cpu", weights_only=False)
+    b = torch.load(second, map_location="cpu", weights_only=False)
+    assert (a["global_step"], b["global_step"]) == (2, 4)
+    rows = list(csv.DictReader((tmp_path / "logs/version_1/metrics.csv").open()))
+    assert sorted({int(r["step"]) for r in rows if r.get("train/loss")}) == [2, 3]
+    changed = [
+        k for k in a["state_dict"] if not torch.equal(a["state_dict"][k], b["state_dict"][k])
+    ]
+    assert changed  # the resumed run trained on
