@@ -201,8 +201,16 @@ def write_grid(path: Path, runs: Path) -> None:
     show the same first images of the val split; refuses if their ground truths differ.
     """
     log = "logs/version_0"
-    _, stage1 = load_figure(runs / "stage1_eval" / log / "stage1_val_grid.npz")
-    titles2, stage2 = load_figure(runs / "refine_pp_test" / log / "stage2_test_grid.npz")
+    sources = (
+        runs / "stage1_eval" / log / "stage1_val_grid.npz",
+        runs / "refine_pp_test" / log / "stage2_test_grid.npz",
+    )
+    missing = [str(s) for s in sources if not s.is_file()]
+    if missing:  # e.g. stages reused from an older version that saved no panels
+        print(f"[demo] no grid: {', '.join(missing)} missing; delete its run folder and rerun")
+        return
+    _, stage1 = load_figure(sources[0])
+    titles2, stage2 = load_figure(sources[1])
     rows = []
     for one, two in zip(stage1, stage2, strict=False):
         if not np.array_equal(one[-1][1], two[-1][1]):
