@@ -3,8 +3,10 @@
 The paper freezes a DINO ViT-B/8. No pretrained weights exist for the generated world, so
 a small ViT is first trained here with an objective that uses no masks: predict which
 caption words (CLIP BPE tokens) occur in an image's caption from its class token (multi-
-label, softmax cross-entropy). Its ``state_dict()`` is exported in timm's format and then
-frozen by stage 0 exactly as DINO's weights are (``FrozenViT(checkpoint=...)``).
+label, softmax cross-entropy) and, optionally, from its LSE-pooled patch tokens, so that the
+patch tokens the ITSM is made of carry the words too. Its ``state_dict()`` is exported in
+timm's format and then frozen by stage 0 exactly as DINO's weights are
+(``FrozenViT(checkpoint=...)``).
 """
 
 from __future__ import annotations
