@@ -5,11 +5,9 @@ from __future__ import annotations
 import logging
 import math
 
-import lightning.pytorch as pl
 import pytest
 from tests.stages.tiny import tiny_iclip_module as _tiny_module
-
-from freeseg.data.datamodules import SegmentationDataModule
+from tests.stages.tiny import validate_on_val
 
 
 def test_validate_logs_kmeans_miou_from_the_same_encoder_pass(tiny_world, tmp_path, caplog):
@@ -18,14 +16,8 @@ def test_validate_logs_kmeans_miou_from_the_same_encoder_pass(tiny_world, tmp_pa
     calls = []
     encode = module.model.encode_image
     module.model.encode_image = lambda images: calls.append(len(images)) or encode(images)  # type: ignore[method-assign]
-    dm = SegmentationDataModule(
-        str(tiny_world / "voc"), image_size=32, batch_size=4, num_workers=0, classes=classes
-    )
-    trainer = pl.Trainer(
-        accelerator="cpu", logger=False, enable_progress_bar=False, default_root_dir=tmp_path
-    )
     with caplog.at_level(logging.INFO):
-        metrics = trainer.validate(module, datamodule=dm)[0]
+        metrics, _ = validate_on_val(module, tiny_world, tmp_path)
     assert calls == [4, 4, 4]  # 12 val images, one encoder pass per batch
     value = metrics["val/mIoU_kmeans"]
     assert 0.0 <= value <= 1.0 and not math.isnan(value)

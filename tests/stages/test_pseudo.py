@@ -17,10 +17,9 @@ import torch
 import yaml
 from PIL import Image
 from tests.conftest import REPO
-from tests.stages.tiny import TINY_VIT
+from tests.stages.tiny import TINY_VIT, validate_on_val
 
 from freeseg.cli import main
-from freeseg.data.datamodules import SegmentationDataModule
 from freeseg.data.palette import load_label_png
 from freeseg.data.pseudomasks import PseudoMaskDataModule
 from freeseg.stages.checkpoints import build_network
@@ -220,14 +219,8 @@ def _reference_miou(module, datamodule) -> dict[str, float]:
 def test_validate_reports_miou_of_pls_and_argmax(tiny_world, tmp_path, caplog):
     classes = str(tiny_world / "classes.txt")
     module = _tiny_module(classes)
-    dm = SegmentationDataModule(
-        str(tiny_world / "voc"), image_size=32, batch_size=4, num_workers=0, classes=classes
-    )
-    trainer = pl.Trainer(
-        accelerator="cpu", logger=False, enable_progress_bar=False, default_root_dir=tmp_path
-    )
     with caplog.at_level(logging.INFO):
-        metrics = trainer.validate(module, datamodule=dm)[0]
+        metrics, dm = validate_on_val(module, tiny_world, tmp_path)
     out = caplog.text  # rank_zero_info goes through Lightning's logger
     assert "IoU pls (%)" in out and "IoU argmax (%)" in out and "snowman" in out
     expected = _reference_miou(module, dm)

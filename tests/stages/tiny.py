@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
 import torch
 
+from freeseg.data.datamodules import SegmentationDataModule
 from freeseg.models.iclip import ICLIP
 from freeseg.models.image_encoder import FrozenViT
 from freeseg.models.text_encoder import TextEncoder
@@ -19,3 +24,17 @@ def tiny_iclip_module(classes: str, **kwargs) -> ICLIPModule:
     text = TextEncoder(width=32, layers=1, heads=2, context_length=16)
     model = ICLIP(encoder, text, embed_dim=16, pooling="smoothed_min", kernel_size=3)
     return ICLIPModule(model, classes=classes, context_length=16, **kwargs)
+
+
+def validate_on_val(
+    module: ICLIPModule, world: Path, root_dir: Path
+) -> tuple[dict[str, Any], SegmentationDataModule]:
+    """``trainer.validate`` on the world's 12 val images at 32², batches of 4, no logger."""
+    classes = str(world / "classes.txt")
+    dm = SegmentationDataModule(
+        str(world / "voc"), image_size=32, batch_size=4, num_workers=0, classes=classes
+    )
+    trainer = pl.Trainer(
+        accelerator="cpu", logger=False, enable_progress_bar=False, default_root_dir=root_dir
+    )
+    return trainer.validate(module, datamodule=dm)[0], dm

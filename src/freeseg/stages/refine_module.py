@@ -30,7 +30,7 @@ from freeseg.models.segmenter import build_pspnet, resize_logits, slide_logits, 
 from freeseg.ops.crf import dense_crf_batch, to_uint8_image
 from freeseg.ops.losses import partial_pixel_loss
 from freeseg.stages.callbacks import MeanIoUCallback
-from freeseg.stages.reports import Panel, format_table, iou_table, log_dir, save_figure
+from freeseg.stages.reports import Panel, iou_report, log_dir, save_figure
 from freeseg.stages.schedules import poly
 from freeseg.stages.stage1_eval import denormalize
 
@@ -253,8 +253,7 @@ class RefineModule(pl.LightningModule):
             if isinstance(cb, MeanIoUCallback) and cb.per_class is not None
         }
         if per_class:
-            header = ["class", *(f"IoU {name} (%)" for name in per_class)]
-            text = format_table(header, iou_table(self.classes.display_names, per_class))
+            _, _, text = iou_report(self.classes.display_names, per_class)
             rank_zero_info(f"\nStage 2 (test): per-class IoU of Y_seg2\n{text}\n")
             atomic_write_text(out / "stage2_test_iou.md", text + "\n")
         if not self._figure:

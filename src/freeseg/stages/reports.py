@@ -47,6 +47,15 @@ def iou_table(names: list[str], per_class: dict[str, torch.Tensor]) -> list[list
     return rows
 
 
+def iou_report(
+    names: list[str], per_class: dict[str, torch.Tensor]
+) -> tuple[list[str], list[list[str]], str]:
+    """Header, rows and Markdown text of the per-class IoU table (one column per strategy)."""
+    header = ["class", *(f"IoU {name} (%)" for name in per_class)]
+    rows = iou_table(names, per_class)
+    return header, rows, format_table(header, rows)
+
+
 def format_table(header: list[str], rows: list[list[str]]) -> str:
     """A Markdown table with padded columns."""
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
@@ -106,11 +115,6 @@ def stage1_panels(rows: list[GridRow]) -> list[list[Panel]]:
     ]
 
 
-def stage1_grid(rows: list[GridRow]) -> np.ndarray:
-    """Figure: one row per image — image | max ITSM of the selected labels | Y_seg1 | truth."""
-    return grid_figure(TITLES, stage1_panels(rows))
-
-
 def save_figure(path: Path, titles: Sequence[str], rows: Sequence[Sequence[Panel]]) -> np.ndarray:
     """Write ``path`` (PNG) and ``path.with_suffix('.npz')`` (its panels), atomically."""
     grid = grid_figure(titles, rows)
@@ -155,9 +159,7 @@ def report_stage1(
     rows: list[GridRow],
 ) -> None:
     """Print the per-class table; save it and the figure to the log dir; log both to W&B."""
-    header = ["class", *(f"IoU {name} (%)" for name in per_class)]
-    table_rows = iou_table(names, per_class)
-    text = format_table(header, table_rows)
+    header, table_rows, text = iou_report(names, per_class)
     rank_zero_info(f"\nStage 1 ({prefix}): per-class IoU of Y_seg1\n{text}\n")
     out = log_dir(trainer)  # a collective under DDP: every rank asks
     if not trainer.is_global_zero:
