@@ -251,3 +251,21 @@ def test_class_count_out_of_range_is_refused(tmp_path, num_classes):
     with pytest.raises(ValueError, match="num_classes"):
         generate_world(str(tmp_path / "w"), **TINY, num_classes=num_classes)
     assert not (tmp_path / "w").exists()
+
+
+def _user_folder(root):
+    """A folder of the user's own data, as the README describes it (no world.json)."""
+    (root / "shards").mkdir(parents=True)
+    (root / "shards/00000.tar").write_bytes(b"user shard bytes")
+    (root / "classes.txt").write_text("cat\ndog\n")
+    (root / "voc/JPEGImages").mkdir(parents=True)
+    return {p: p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+
+@pytest.mark.parametrize("overwrite", [False, True])
+def test_a_folder_not_made_by_synth_is_never_written_into(tmp_path, overwrite):
+    root = tmp_path / "mine"
+    before = _user_folder(root)
+    with pytest.raises(FileExistsError, match=r"mine is not empty and was not written by"):
+        generate_world(str(root), **TINY, seed=0, workers=1, overwrite=overwrite)
+    assert {p: p.read_bytes() for p in root.rglob("*") if p.is_file()} == before

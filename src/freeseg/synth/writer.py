@@ -105,6 +105,24 @@ def _clear(out: Path) -> None:
         shutil.rmtree(out / name, ignore_errors=True)
 
 
+def _refuse_foreign_folder(root: Path) -> None:
+    """Raise unless ``root`` is missing, empty, or was written by ``generate_world``.
+
+    A folder of the user's own data (``shards/``, ``voc/``, ``classes.txt`` without
+    ``world.json``) must never be written into, nor cleared by ``overwrite``.
+    """
+    if not root.exists():
+        return
+    if not root.is_dir():
+        raise NotADirectoryError(f"{root} is a file; give a folder for the generated world")
+    ours = (root / "world.json").is_file() or (root / _PARAMS_FILE).is_file()
+    if not ours and any(root.iterdir()):
+        raise FileExistsError(
+            f"{root} is not empty and was not written by `freeseg synth` (no world.json or "
+            f"{_PARAMS_FILE}); refusing to write into it: give an empty or new folder"
+        )
+
+
 def _pending(
     out: Path, num_pairs: int, shard_size: int, num_train: int, num_val: int
 ) -> list[tuple[str, int]]:
@@ -173,7 +191,7 @@ def generate_world(
     is rewritten; an interrupted run is completed.
 
     Args:
-        out: output directory (created).
+        out: output directory (created); if it exists it must be empty or a generated world.
         seed: world seed, ≥ 0.
         num_pairs: image-caption pairs, written as img2dataset tar shards.
         shard_size: pairs per shard (≤ 10000, the 4-digit key suffix).
@@ -185,6 +203,7 @@ def generate_world(
             ``classes.txt`` order); label ids are 1..num_classes.
         workers: worker processes; does not change the output.
         overwrite: delete a previous world in ``out`` (also one with other parameters) first.
+            A folder not written by this function is never written into, nor deleted.
 
     Returns:
         The contents of ``world.json`` plus ``elapsed_seconds`` and ``skipped`` (True when an
@@ -208,6 +227,7 @@ def generate_world(
         image_size=image_size,
         ignore_band=ignore_band,
     )
+    _refuse_foreign_folder(root)
     if overwrite:
         _clear(root)
     for name in ("world.json", _PARAMS_FILE):
