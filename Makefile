@@ -41,7 +41,7 @@ format: $(STAMP)
 	$(BIN)/ruff format src tests
 
 demo: $(STAMP)
-	$(BIN)/python -m freeseg.demo --world $(WORLD) --runs $(RUNS) --refine_steps $(REFINE_STEPS)
+	$(BIN)/python -m freeseg.demo --generate --world $(WORLD) --runs $(RUNS) --refine_steps $(REFINE_STEPS)
 
 ablation: $(STAMP)
 	$(BIN)/python -m freeseg.demo --ablation --world $(WORLD) --runs $(RUNS)

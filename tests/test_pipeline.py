@@ -11,6 +11,7 @@ import torch
 from nbclient import NotebookClient
 from PIL import Image
 from tests.conftest import REPO
+from tests.user_folder import make_user_folder, snapshot
 
 from freeseg.demo import run_demo
 from freeseg.stages.reports import load_figure
@@ -81,22 +82,12 @@ def _run_quickstart_notebook(world: Path, runs: Path) -> None:
     assert any(p.name.endswith("_overlay.png") for p in (runs / "quickstart").iterdir())
 
 
-def test_own_data_path_on_another_world(tmp_path: Path):
-    """The README's own-data command on a world unlike the demo's (seed 11, 7 classes, 48²)."""
-    from freeseg.synth import generate_world
-
+def test_own_data_path_on_a_folder_made_by_hand(tmp_path: Path):
+    """The README's own-data command on a folder a user makes (3 classes, 48², no world.json):
+    every stage runs, and every input file is byte for byte as before."""
     world = tmp_path / "mine"
-    generate_world(
-        str(world),
-        seed=11,
-        num_pairs=96,
-        shard_size=48,
-        num_train=10,
-        num_val=6,
-        image_size=48,
-        num_classes=7,
-        workers=1,
-    )
+    make_user_folder(world)
+    before = snapshot(world)
     sized = ["--data.init_args.image_text.init_args.image_size=48"]
     sized += ["--data.init_args.segmentation.init_args.image_size=48"]
     extra = _tiny_stages()
@@ -120,12 +111,13 @@ def test_own_data_path_on_another_world(tmp_path: Path):
     for row in table:  # every stage-1 and stage-2 metric exists
         assert 0.0 <= float(row.rsplit("|", 2)[-2]) <= 100.0, row
     assert len(list((runs / "pseudo_pp/masks").glob("*.png"))) == 10
-    # 7 classes + background all the way through: pseudo-masks, PSPNet head, per-class table
+    assert snapshot(world) == before  # nothing written into the input folder
+    # 3 classes + background all the way through: pseudo-masks, PSPNet head
     pseudo = set()
     for png in (runs / "pseudo_pp/masks").glob("*.png"):
         pseudo |= set(np.unique(np.asarray(Image.open(png))).tolist())
-    assert pseudo <= set(range(8)) | {255}
+    assert pseudo <= set(range(4)) | {255}
     ckpt = runs / "refine_pp/logs/version_0/checkpoints/last.ckpt"
     state = torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"]
     heads = [v.shape[0] for k, v in state.items() if "segmentation_head" in k and v.ndim == 4]
-    assert heads == [8]
+    assert heads == [4]

@@ -178,15 +178,40 @@ class Demo:
         self._refine("oracle", "synthetic/oracle.yaml", [])
 
 
+def prepare_world(world: Path, generate: bool, timings: dict[str, float]) -> None:
+    """Generate the world into ``world`` only when asked; otherwise check it holds the inputs.
+
+    A folder of the user's own data is only read: without ``generate`` nothing is written into
+    ``world``, and ``freeseg synth`` itself refuses a non-empty folder it did not write.
+
+    Raises:
+        FileNotFoundError: (without ``generate``) ``shards/*.tar``, ``voc/`` or ``classes.txt``
+            is missing; the message names each missing path.
+    """
+    if generate:
+        _stage("world", world / "world.json", lambda: freeseg(["synth", str(world)]), timings)
+        return
+    needed = {"classes.txt": (world / "classes.txt").is_file(), "voc/": (world / "voc").is_dir()}
+    needed["shards/*.tar"] = any((world / "shards").glob("*.tar"))
+    missing = [str(world / name) for name, there in needed.items() if not there]
+    if missing:
+        raise FileNotFoundError(
+            f"{', '.join(missing)} missing: --world needs shards/*.tar, voc/ and classes.txt "
+            "(pass --generate to generate a world into an empty folder instead)"
+        )
+    print(f"[demo] world: {world} (read only)")
+
+
 def run_demo(
     world: Path,
     runs: Path,
     results: Path,
     refine_steps: int | None = None,
     extra: dict[str, list[str]] | None = None,
+    generate: bool = False,
 ) -> None:
     demo = Demo(world, runs, refine_steps, extra)
-    _stage("world", world / "world.json", lambda: freeseg(["synth", str(world)]), demo.timings)
+    prepare_world(world, generate, demo.timings)
     demo.stage0()
     demo.stage1()
     demo.stage2()
@@ -316,13 +341,18 @@ def main() -> None:
     parser.add_argument("--runs", type=Path, default=Path("runs/demo"))
     parser.add_argument("--results", type=Path, default=Path("results/demo"))
     parser.add_argument("--refine_steps", type=int, default=None)
+    parser.add_argument(
+        "--generate",
+        action="store_true",
+        help="generate the world into --world first (an empty folder, or one made by synth)",
+    )
     parser.add_argument("--ablation", action="store_true", help="Table 2: the three poolings")
     args = parser.parse_args()
     start = time.perf_counter()
     if args.ablation:
         run_ablation(args.world, args.runs, args.results)
     else:
-        run_demo(args.world, args.runs, args.results, args.refine_steps)
+        run_demo(args.world, args.runs, args.results, args.refine_steps, generate=args.generate)
     print(f"[demo] total wall time {time.perf_counter() - start:.0f} s")
 
 

@@ -1,0 +1,31 @@
+"""The demo's world handling: a folder of the user's own data is only ever read."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from tests.user_folder import make_user_folder, snapshot
+
+from freeseg.demo import prepare_world
+
+
+def test_own_data_folder_is_read_only(tmp_path: Path):
+    world = tmp_path / "mine"
+    make_user_folder(world, pairs=4, train=2, val=2)
+    before = snapshot(world)
+    prepare_world(world, generate=False, timings={})
+    with pytest.raises(FileExistsError, match="mine is not empty and was not written by"):
+        prepare_world(world, generate=True, timings={})
+    assert snapshot(world) == before
+
+
+def test_missing_inputs_are_named_and_nothing_is_generated(tmp_path: Path):
+    world = tmp_path / "half"
+    (world / "voc").mkdir(parents=True)
+    with pytest.raises(FileNotFoundError) as err:
+        prepare_world(world, generate=False, timings={})
+    assert str(world / "classes.txt") in str(err.value)
+    assert str(world / "shards/*.tar") in str(err.value)
+    assert str(world / "voc/") not in str(err.value)
+    assert sorted(p.name for p in world.iterdir()) == ["voc"]
