@@ -62,7 +62,7 @@ def test_out_of_range_value_names_the_key(capsys):
     assert 'Parser key "lr"' in err and "v>0" in err
 
 
-def test_even_smoothing_kernel_is_refused_before_any_work(capsys, tmp_path):
+def test_even_smoothing_kernel_is_refused_before_any_work(capsys, tmp_path, tiny_world):
     weights = tmp_path / "w.pth"
     weights.write_bytes(b"")
     override = tmp_path / "override.yaml"
@@ -79,7 +79,7 @@ def test_even_smoothing_kernel_is_refused_before_any_work(capsys, tmp_path):
                 "--config",
                 str(override),
                 "--data.init_args.image_text.init_args.train_shards",
-                str(weights),
+                str(tiny_world / "shards/*.tar"),
                 "--data.init_args.segmentation.init_args.root",
                 str(tmp_path),
                 "--trainer.logger=false",
@@ -94,3 +94,22 @@ def test_synth_rejects_unknown_option(capsys):
         main(["synth", "/tmp/unused", "--num_pairz", "3"])
     assert exit_info.value.code == 2
     assert "num_pairz" in capsys.readouterr().err
+
+
+@pytest.mark.timeout(60)
+def test_shard_folder_given_as_pattern_is_refused_before_any_work(capsys, tmp_path, tiny_world):
+    with pytest.raises(SystemExit) as exit_info:
+        main(
+            [
+                "fit",
+                "--config",
+                str(REPO / "configs/synthetic/iclip.yaml"),
+                f"--data.init_args.image_text.init_args.train_shards={tiny_world / 'shards'}",
+                f"--trainer.default_root_dir={tmp_path}",
+                "--trainer.logger=false",
+            ]
+        )
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert f"train_shards: {tiny_world / 'shards'} is a directory, not a shard" in err
+    assert not list(tmp_path.iterdir())

@@ -35,7 +35,22 @@ def path_missing(value: str, shards: bool = False) -> bool:
         expand_shards(value)
     except FileNotFoundError:
         return True
+    except IsADirectoryError:
+        return False  # there, but not shards: missing_paths reports why
     return False
+
+
+def _shard_problem(value: str) -> str | None:
+    """Why a shard pattern that matches something cannot be read, or None."""
+    from freeseg.data.imagetext import check_shards, expand_shards
+
+    try:
+        check_shards(expand_shards(value))
+    except FileNotFoundError:
+        return None  # reported as missing
+    except (IsADirectoryError, ValueError) as error:
+        return str(error)
+    return None
 
 
 def missing_paths(config: Any) -> list[str]:
@@ -47,6 +62,8 @@ def missing_paths(config: Any) -> list[str]:
             continue
         if path_missing(value, shards=leaf.endswith("shards")):
             problems.append(f"  {key}: {value!r} does not exist — {PATH_KEYS[leaf]}")
+        elif leaf.endswith("shards") and (problem := _shard_problem(value)):
+            problems.append(f"  {key}: {problem}")
     return problems
 
 
@@ -73,7 +90,7 @@ class FreeSegCLI(LightningCLI):
         problems = missing_paths(config)
         if problems:
             print(
-                "freeseg: missing paths, nothing was started:", *problems, sep="\n", file=sys.stderr
+                "freeseg: missing or unreadable inputs, nothing was started:", *problems, sep="\n", file=sys.stderr
             )
             raise SystemExit(2)
 

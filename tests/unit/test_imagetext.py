@@ -178,3 +178,57 @@ def test_decode_sample_reasons():
         {"__key__": "w", "WEBP": _image_bytes(rng, "WEBP"), "txt": b" a cat "}, ident
     )
     assert ok["caption"] == "a cat" and ok["image"].size == (20, 24)
+
+
+def _empty_tar(path: Path) -> None:
+    with tarfile.open(path, "w"):
+        pass
+
+
+@pytest.mark.timeout(20)
+@pytest.mark.parametrize("epoch_size", [None, 12])
+def test_a_shard_without_samples_is_refused_naming_it(shards, epoch_size):
+    root, _ = shards
+    _empty_tar(root / "shard-000002.tar")
+    with pytest.raises(ValueError, match=r"1 shard\(s\) hold no sample.*shard-000002\.tar$"):
+        _module(root, epoch_size=epoch_size)
+
+
+@pytest.mark.timeout(20)
+def test_a_zero_byte_shard_is_refused_naming_it(shards):
+    root, _ = shards
+    (root / "shard-000002.tar").write_bytes(b"")
+    with pytest.raises(ValueError, match=r"shard-000002\.tar: not a readable tar shard"):
+        _module(root, epoch_size=12)
+
+
+@pytest.mark.timeout(20)
+def test_a_directory_matched_as_a_shard_is_refused_naming_it(shards):
+    root, _ = shards
+    (root / "shard-000002.tar").mkdir()
+    with pytest.raises(IsADirectoryError, match=r"shard-000002\.tar is a directory, not a shard"):
+        _module(root, epoch_size=12)
+    with pytest.raises(IsADirectoryError, match=f"{root} is a directory"):
+        expand_shards(str(root))
+
+
+@pytest.mark.timeout(20)
+def test_cycling_over_shards_that_read_nothing_stops_naming_them(tmp_path):
+    """Stats that promise samples the tar does not hold: an error, not an endless loop."""
+    _empty_tar(tmp_path / "shard-000000.tar")
+    (tmp_path / "shard-000000_stats.json").write_text(json.dumps({"successes": 8}))
+    dm = ImageTextDataModule(
+        str(tmp_path / "shard-*.tar"), batch_size=2, num_workers=0, image_size=16, epoch_size=8
+    )
+    dm.tokenizer = StubTokenizer()
+    dm.setup("fit")
+    with pytest.raises(RuntimeError, match=r"shards .*shard-000000\.tar read no sample"):
+        next(iter(dm.train_dataloader()))
+
+
+@pytest.mark.timeout(20)
+def test_one_pass_with_only_broken_samples_is_an_error_not_zero_steps(tmp_path):
+    _write_shard(tmp_path / "shard-000000.tar", [{"key": b"k1", "jpg": b"junk", "txt": b"a"}])
+    dm = _module(tmp_path)
+    with pytest.raises(RuntimeError, match=r"train: no usable sample in .*shard-\*\.tar \(1 skipped: k1"):
+        list(dm.train_dataloader())

@@ -15,6 +15,7 @@ from freeseg.data.imagetext import (
     SkipTally,
     Tokenizer,
     build_imagetext_pipeline,
+    check_shards,
     count_samples,
     expand_shards,
 )
@@ -102,15 +103,19 @@ class ImageTextDataModule(L.LightningDataModule):
             self.tokenizer = ClipTokenizer(self.context_length)
         if stage in (None, "fit"):
             self.train_urls = expand_shards(self.train_shards)
+            check_shards(self.train_urls)
         if self.val_shards and stage in (None, "fit", "validate"):
             self.val_urls = expand_shards(self.val_shards)
+            check_shards(self.val_urls)
 
     def _world_size(self) -> int:
         return self.trainer.world_size if self.trainer is not None else 1
 
-    def _loader(self, pipeline: Any, tally: SkipTally, num_batches: int | None) -> ImageTextLoader:
+    def _loader(
+        self, pipeline: Any, tally: SkipTally, num_batches: int | None, source: str
+    ) -> ImageTextLoader:
         loader = DataLoader(pipeline, batch_size=None, num_workers=self.num_workers)
-        return ImageTextLoader(loader, tally, num_batches)
+        return ImageTextLoader(loader, tally, num_batches, source)
 
     def train_dataloader(self) -> ImageTextLoader:
         if not self.train_urls or self.tokenizer is None:
@@ -136,7 +141,7 @@ class ImageTextDataModule(L.LightningDataModule):
             seed=self.seed,
             batches_per_worker=num_batches,  # an upper bound; the loader stops at num_batches
         )
-        return self._loader(pipeline, self.tallies["train"], num_batches)
+        return self._loader(pipeline, self.tallies["train"], num_batches, self.train_shards)
 
     def val_dataloader(self) -> ImageTextLoader | list:
         if not self.val_urls or self.tokenizer is None:
@@ -147,7 +152,7 @@ class ImageTextDataModule(L.LightningDataModule):
             ImageTextCollate(self.tokenizer),
             self.batch_size,
         )
-        return self._loader(pipeline, self.tallies["val"], None)
+        return self._loader(pipeline, self.tallies["val"], None, str(self.val_shards))
 
     def skip_report(self, split: Literal["train", "val"] = "train") -> dict[str, Any]:
         """Skipped samples: ``{"epoch": n this/last epoch, "total": n so far, "examples": [...]}``."""

@@ -61,6 +61,7 @@ def expand_shards(pattern: str) -> list[str]:
 
     Raises:
         FileNotFoundError: a pattern matches no file.
+        IsADirectoryError: a pattern matches a directory.
     """
     urls: list[str] = []
     for part in pattern.split("::"):
@@ -69,6 +70,12 @@ def expand_shards(pattern: str) -> list[str]:
                 urls.append(expanded)
                 continue
             matches = sorted(glob.glob(os.path.expanduser(expanded)))
+            folders = [m for m in matches if os.path.isdir(m)]
+            if folders:
+                raise IsADirectoryError(
+                    f"{folders[0]} is a directory, not a shard: the pattern {pattern!r} must match "
+                    "webdataset .tar files only (e.g. 'DIR/*.tar')"
+                )
             if not matches:
                 raise FileNotFoundError(
                     f"no image-text shards match {expanded!r} (from pattern {pattern!r}); expected "
@@ -131,6 +138,28 @@ def count_samples(urls: Iterable[str]) -> int:
             raise FileNotFoundError(f"cannot count samples of {url!r}: not a local file")
         total += _count_shard(url, shard_stamp, _stamp(_stats_path(url)))
     return total
+
+
+def check_shards(urls: Iterable[str]) -> None:
+    """Refuse local shards that cannot yield a sample, naming them (remote URLs pass unchecked).
+
+    Raises:
+        ValueError: a shard is not a readable tar (a zero-byte file, say), or holds no sample
+            with an image, by its ``_stats.json`` or by a scan of its members.
+    """
+    empty = []
+    for url in urls:
+        if url.startswith("pipe:") or "://" in url:
+            continue
+        try:
+            if count_samples([url]) == 0:
+                empty.append(url)
+        except (tarfile.TarError, OSError, ValueError) as exc:
+            raise ValueError(f"{url}: not a readable tar shard ({exc})") from exc
+    if empty:
+        raise ValueError(
+            f"{len(empty)} shard(s) hold no sample (KEY.jpg + KEY.txt): {', '.join(empty)}"
+        )
 
 
 def decode_sample(
@@ -228,14 +257,30 @@ def reseeded_shuffle(samples: Iterator[Any], bufsize: int, seed: int) -> Iterato
     yield from buf
 
 
-def split_by_worker_cycling(urls: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+class CyclingShards:
     """``wds.split_by_worker``, then cycle this worker's shards forever (no shard: nothing).
 
     Cycling below the sample level lets batches run across passes, so none is left partial.
+    :meth:`count` sits right after the tar reader: a pass over this worker's shards that read no
+    sample at all (empty or unreadable shards) raises, naming them, instead of cycling forever.
     """
-    mine = list(wds.split_by_worker(urls))
-    while mine:
-        yield from (dict(url) for url in mine)  # copies: the opener stage mutates the dicts
+
+    def __init__(self) -> None:
+        self.read = 0
+
+    def __call__(self, urls: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+        mine = list(wds.split_by_worker(urls))
+        while mine:
+            before = self.read
+            yield from (dict(url) for url in mine)  # copies: the opener stage mutates the dicts
+            if self.read == before:  # pulled again only once the last shard was read through
+                names = ", ".join(str(url["url"]) for url in mine)
+                raise RuntimeError(f"a full pass over the shards {names} read no sample")
+
+    def count(self, samples: Iterator[Any]) -> Iterator[Any]:
+        for sample in samples:
+            self.read += 1
+            yield sample
 
 
 def build_imagetext_pipeline(
@@ -259,17 +304,16 @@ def build_imagetext_pipeline(
         An IterableDataset of batch dicts (see :class:`ImageTextCollate`), to be loaded with
         ``DataLoader(batch_size=None)``.
     """
+    cycling = CyclingShards()
     dataset = wds.WebDataset(
         urls,
         shardshuffle=len(urls) if shuffle_buffer > 0 else False,
         nodesplitter=wds.split_by_node,
-        workersplitter=wds.split_by_worker
-        if batches_per_worker is None
-        else split_by_worker_cycling,
+        workersplitter=wds.split_by_worker if batches_per_worker is None else cycling,
         empty_check=False,
         handler=wds.warn_and_continue,  # an unreadable shard or tar member: warn, go on
         seed=seed,
-    )
+    ).compose(cycling.count)
     if shuffle_buffer > 0:
         dataset = dataset.compose(partial(reseeded_shuffle, bufsize=shuffle_buffer, seed=seed))
     dataset = dataset.map(partial(decode_sample, transform=transform))
@@ -325,6 +369,7 @@ class ImageTextLoader:
         tally: where skip counts go; reset when an epoch starts, logged when it ends.
         num_batches: stop after this many batches (every rank the same, so DDP stays in step);
             None = until the loader is exhausted, and ``len()`` is undefined.
+        source: the shards read, for the error raised when a pass yields no batch at all.
     """
 
     def __init__(
@@ -332,10 +377,12 @@ class ImageTextLoader:
         loader: Iterable[dict[str, Any]],
         tally: SkipTally,
         num_batches: int | None = None,
+        source: str = "the shards",
     ) -> None:
         self.loader = loader
         self.tally = tally
         self.num_batches = num_batches
+        self.source = source
 
     def __len__(self) -> int:
         if self.num_batches is None:
@@ -354,6 +401,12 @@ class ImageTextLoader:
                 produced += 1
                 if self.num_batches is not None and produced >= self.num_batches:
                     break
+            if not produced:  # else an epoch of 0 steps "succeeds" and saves an untrained model
+                examples = ", ".join(self.tally.examples)
+                raise RuntimeError(
+                    f"{self.tally.name}: no usable sample in {self.source} "
+                    f"({self.tally.epoch_skipped} skipped: {examples or 'none'})"
+                )
         finally:
             message = self.tally.message()
             if message:
