@@ -113,3 +113,33 @@ def test_shard_folder_given_as_pattern_is_refused_before_any_work(capsys, tmp_pa
     err = capsys.readouterr().err
     assert f"train_shards: {tiny_world / 'shards'} is a directory, not a shard" in err
     assert not list(tmp_path.iterdir())
+
+
+def test_impossible_partial_pixel_thresholds_are_refused_in_one_line(capsys, tmp_path, tiny_world):
+    no_weights = tmp_path / "no_weights.yaml"
+    no_weights.write_text(
+        "model:\n  init_args:\n    model:\n      init_args:\n        image_encoder:\n"
+        "          init_args:\n            checkpoint: null\n"
+    )
+    with pytest.raises(SystemExit) as exit_info:
+        main(
+            [
+                "predict",
+                "--config",
+                str(REPO / "configs/synthetic/iclip.yaml"),
+                "--config",
+                str(REPO / "configs/synthetic/pseudo.yaml"),
+                "--config",
+                str(no_weights),
+                "--model.init_args.delta=0.6",
+                f"--model.init_args.classes={tiny_world / 'classes.txt'}",
+                f"--data.init_args.classes={tiny_world / 'classes.txt'}",
+                f"--data.init_args.root={tiny_world / 'voc'}",
+                f"--data.init_args.pseudo_dir={tmp_path / 'masks'}",
+                f"--trainer.default_root_dir={tmp_path}",
+            ]
+        )
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("freeseg: invalid configuration: delta (Δt=0.6) with background")
+    assert not (tmp_path / "masks").exists()

@@ -185,3 +185,12 @@ def test_check_fields_names_nested_fields() -> None:
     check_fields({"a": {"b": 1}}, {"a.b": 1}, "here")
     with pytest.raises(ValueError, match="'a.b' is None there"):
         check_fields({"a": 3}, {"a.b": 1}, "here")
+
+
+@pytest.mark.parametrize(("background", "delta"), [(0.5, 0.6), (0.5, 0.5), (0.3, 0.3), (0.8, 0.2)])
+def test_partial_pixel_thresholds_that_leave_no_credible_side_are_refused(background, delta):
+    # Eq. 9 on [0, 1]: background needs t − Δt > 0, foreground t + Δt < 1.
+    with pytest.raises(ValueError, match=r"delta \(Δt=.*need 0 < t − Δt and t \+ Δt < 1"):
+        PartialLabelConfig(background=background, delta=delta)
+    PartialLabelConfig(background=background, delta=delta, partial_pixel=False)  # no Eq. 9
+    PartialLabelConfig(background=0.5, delta=0.49)

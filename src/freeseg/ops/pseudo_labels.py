@@ -65,6 +65,14 @@ class PartialLabelConfig:
             raise ValueError(f"loose (t_l={self.loose}) must be <= strict (t_s={self.strict})")
         if self.delta < 0:
             raise ValueError(f"delta (Δt) must be >= 0, got {self.delta}")
+        t, dt = self.background, self.delta
+        if self.partial_pixel and (t - dt <= 0 or t + dt >= 1):
+            # Eq. 9 on an ITSM in [0, 1]: no credible background (or foreground) could exist.
+            raise ValueError(
+                f"delta (Δt={dt}) with background (t={t}): a credible pixel needs max M̂ > "
+                f"t + Δt = {t + dt:g} or < t − Δt = {t - dt:g}, and the ITSM lies in [0, 1]; "
+                "need 0 < t − Δt and t + Δt < 1"
+            )
         if self.strategy not in ("pls", "argmax"):
             raise ValueError(f"strategy must be 'pls' or 'argmax', got {self.strategy!r}")
 
