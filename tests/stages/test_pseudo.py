@@ -113,7 +113,7 @@ def test_killed_predict_rerun_equals_an_uninterrupted_run(
     killed, fresh = tmp_path / "killed", tmp_path / "fresh"
     args = _predict_args(tiny_world, tiny_ckpt, killed, tmp_path)
     kill = '{"class_path": "tests.stages.pseudo_helpers.KillAfterBatches", "init_args": {"batches": 2}}'
-    env = dict(os.environ, PYTHONPATH=str(REPO), TOKENIZERS_PARALLELISM="false")
+    env = dict(os.environ, PYTHONPATH=f"{REPO / 'src'}{os.pathsep}{REPO}", TOKENIZERS_PARALLELISM="false")
     run = subprocess.run(
         [sys.executable, "-m", "freeseg", *args, f"--trainer.callbacks+={kill}"],
         cwd=REPO,
@@ -254,3 +254,69 @@ def test_sliding_window_records_cover_the_resized_image(tiny_world):
         scores, raw = module.dense_records(torch.randn(2, 3, 40, 56))
     # short side 40 → 32, long side 56 → 45 px; 32 px = 4 tokens, so 45 px ≈ 6 tokens
     assert scores.shape == (2, 20) and [tuple(r.shape) for r in raw] == [(20, 4, 6)] * 2
+
+
+def _folder_predict(tiny_world: Path, tmp_path: Path, **module_kwargs):
+    """Stage 1 on a 3-image folder: (datamodule, trainer, module, pseudo_dir)."""
+    folder = tmp_path / "images"
+    folder.mkdir(exist_ok=True)
+    source = sorted((tiny_world / "voc/JPEGImages").glob("*.jpg"))
+    for i, src in enumerate(source[:3]):
+        Image.open(src).convert("RGB").save(folder / f"im{i}.png")
+    classes = str(tiny_world / "classes.txt")
+    pseudo = tmp_path / "pseudo"
+    dm = PseudoMaskDataModule(
+        str(folder), str(pseudo), dataset="folder", classes=classes, image_size=32,
+        batch_size=1, num_workers=0,
+    )  # fmt: skip
+    trainer = pl.Trainer(
+        accelerator="cpu", logger=False, callbacks=[PseudoMaskWriter()],
+        enable_progress_bar=False, default_root_dir=tmp_path,
+    )  # fmt: skip
+    module = _tiny_module(classes)
+    for key, value in module_kwargs.items():
+        setattr(module, key, value)
+    trainer.predict(module, datamodule=dm, return_predictions=False)
+    return dm, trainer, module, pseudo
+
+
+def test_same_id_other_image_is_refused_by_stage_2_and_recomputed_by_stage_1(
+    tiny_world, tmp_path, monkeypatch
+):
+    dm, trainer, module, pseudo = _folder_predict(tiny_world, tmp_path)
+    assert not (pseudo / ".lock").exists()  # released at the end
+    other = sorted((tiny_world / "voc/JPEGImages").glob("*.jpg"))[5]
+    Image.open(other).convert("RGB").save(tmp_path / "images/im1.png")  # a regenerated image
+    with pytest.raises(ValueError, match=r"pseudo_dir .*: 1 images differ .*\['im1'\]"):
+        dm.setup("fit")
+    calls = []
+    original = ICLIPModule.dense_predict
+    monkeypatch.setattr(
+        ICLIPModule, "dense_predict", lambda self, x: calls.append(len(x)) or original(self, x)
+    )
+    trainer.predict(module, datamodule=dm, return_predictions=False)
+    assert calls == [1]  # only the changed image goes through the encoder again
+    dm.setup("fit")
+
+
+def test_a_pseudo_mask_set_without_credible_pixels_is_refused_by_stage_2(tiny_world, tmp_path):
+    dm, *_, pseudo = _folder_predict(tiny_world, tmp_path)
+    manifest = json.loads((pseudo / "manifest.json").read_text())
+    manifest["counts"]["credible_fraction"] = 0.0
+    (pseudo / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ValueError, match=r"credible_fraction 0\.0000 in its manifest"):
+        dm.setup("fit")
+
+
+def test_a_second_writer_into_a_pseudo_dir_is_refused_and_a_stale_lock_taken_over(tmp_path):
+    from freeseg.stages.pseudo_writer import lock_dir
+
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (tmp_path / ".lock").write_text(f"{other.pid}\n")
+        with pytest.raises(FileExistsError, match=rf"being written by another predict \(process {other.pid}"):
+            lock_dir(tmp_path)
+    finally:
+        other.kill()
+        other.wait()
+    assert lock_dir(tmp_path).read_text() == f"{os.getpid()}\n"  # its writer is gone

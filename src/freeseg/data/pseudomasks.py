@@ -5,7 +5,7 @@ Layout of ``pseudo_dir``::
     {id}.png          palette PNG at the image's original size: 0 = background, c = class c,
                       255 = not credible (Eq. 9), ignored by stage 2
     manifest.json     written last: class list, prompts, thresholds, checkpoint (+ sha256),
-                      calibration bounds, image ids, counts
+                      calibration bounds, image ids and fingerprints, counts
     .records/{id}.pt  stage-1 records (scores + raw ITSM of one encoder pass), so a rerun
                       skips the encoder; .records/meta.json says what made them
 
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import warnings
 from pathlib import Path
 from typing import Any, Literal
 
@@ -35,6 +36,31 @@ MANIFEST = "manifest.json"
 RECORDS = ".records"
 RECORDS_META = "meta.json"
 MANIFEST_FORMAT = 1
+FINGERPRINTS = "fingerprints.json"
+FEW_CREDIBLE = 0.01  # below this credible fraction a pseudo-mask set teaches almost nothing
+_EDGE = 1 << 16
+
+
+def image_fingerprint(path: str | Path) -> str:
+    """Hex sha256 of an image file's size and its first and last 64 KiB.
+
+    Tells a regenerated image from the one a pseudo-mask was made for, without reading every
+    byte of a large set.
+    """
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        size = fh.seek(0, 2)
+        digest.update(str(size).encode())
+        fh.seek(0)
+        digest.update(fh.read(_EDGE))
+        fh.seek(max(size - _EDGE, 0))
+        digest.update(fh.read(_EDGE))
+    return digest.hexdigest()
+
+
+def image_fingerprints(images: SegmentationFolder) -> dict[str, str]:
+    """``{id: image_fingerprint}`` of every image of a set."""
+    return {item_id: image_fingerprint(path) for item_id, path, _ in images.entries}
 
 
 # ----------------------------------------------------------------------------- records
@@ -125,6 +151,33 @@ def check_fields(
             raise ValueError(
                 f"{source}: field {key!r} is {value!r} there but {want!r} here; {hint}"
             )
+
+
+def check_images(manifest: dict[str, Any], images: SegmentationFolder, source: str) -> None:
+    """Refuse when an image differs from the one its pseudo-mask was made for (same id)."""
+    recorded = manifest.get("fingerprints")
+    if recorded is None:
+        warnings.warn(f"{source}: manifest has no image fingerprints; rerun predict to add them")
+        return
+    changed = [i for i, fp in image_fingerprints(images).items() if recorded.get(i) != fp]
+    if changed:
+        raise ValueError(
+            f"{source}: {len(changed)} images differ from those the pseudo-masks were made for "
+            f"(e.g. {changed[:3]}); regenerate the pseudo-masks (freeseg predict)"
+        )
+
+
+def check_credible(manifest: dict[str, Any], source: str) -> None:
+    """Refuse a pseudo-mask set with no credible pixel; warn when it has almost none."""
+    fraction = float(manifest.get("counts", {}).get("credible_fraction", 1.0))
+    message = (
+        f"{source}: credible_fraction {fraction:.4f} in its manifest: stage 2 trains only on "
+        "credible pixels; check the thresholds (background t, delta Δt) of stage 1"
+    )
+    if fraction == 0.0:
+        raise ValueError(message)
+    if fraction < FEW_CREDIBLE:
+        warnings.warn(message)
 
 
 def check_coverage(manifest: dict[str, Any], ids: list[str], source: str) -> None:
@@ -231,6 +284,8 @@ class PseudoMaskDataModule(L.LightningDataModule):
         check_fields(manifest, {"classes": self.classes.names, **self.require}, source)
         images = self.split_set()
         check_coverage(manifest, images.ids, source)
+        check_images(manifest, images, source)
+        check_credible(manifest, source)
         entries = []
         for item_id, image, _ in images.entries:
             mask = Path(self.pseudo_dir) / f"{item_id}.png"
@@ -277,8 +332,12 @@ __all__ = [
     "RECORDS",
     "PseudoMaskDataModule",
     "check_coverage",
+    "check_credible",
     "check_fields",
+    "check_images",
     "file_sha256",
+    "image_fingerprint",
+    "image_fingerprints",
     "load_record",
     "read_manifest",
     "record_path",

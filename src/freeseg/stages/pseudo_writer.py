@@ -12,6 +12,7 @@ run, rerun, writes the same bytes as an uninterrupted one.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -24,12 +25,15 @@ from tqdm.auto import tqdm
 
 from freeseg.data.palette import save_label_png
 from freeseg.data.pseudomasks import (
+    FEW_CREDIBLE,
+    FINGERPRINTS,
     MANIFEST,
     MANIFEST_FORMAT,
     RECORDS,
     RECORDS_META,
     check_fields,
     file_sha256,
+    image_fingerprints,
     load_record,
     record_path,
     save_record,
@@ -46,6 +50,48 @@ from freeseg.stages.distributed import gather_objects, reduce_bounds
 
 def _datamodule(trainer: pl.Trainer) -> Any:
     return getattr(trainer, "datamodule", None)
+
+
+LOCK = ".lock"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def lock_dir(pseudo_dir: Path) -> Path:
+    """Take ``pseudo_dir/.lock`` for this process; refuse while another live process holds it.
+
+    A lock left by a killed run (its process is gone) is taken over, so a rerun resumes.
+
+    Raises:
+        FileExistsError: another running process writes into ``pseudo_dir``.
+    """
+    lock = pseudo_dir / LOCK
+    pseudo_dir.mkdir(parents=True, exist_ok=True)
+    for _ in range(2):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            text = lock.read_text().strip() if lock.is_file() else ""
+            pid = int(text) if text.isdigit() else 0
+            if pid and pid != os.getpid() and _alive(pid):
+                raise FileExistsError(
+                    f"{pseudo_dir} is being written by another predict (process {pid}, {lock}); "
+                    "wait for it to finish, or use another pseudo_dir"
+                ) from None
+            lock.unlink(missing_ok=True)  # stale: its writer was killed
+            continue
+        with os.fdopen(fd, "w") as fh:
+            fh.write(f"{os.getpid()}\n")
+        return lock
+    raise FileExistsError(f"could not take {lock}")
 
 
 def _require_stage1(pl_module: pl.LightningModule) -> None:
@@ -76,6 +122,8 @@ class PseudoMaskWriter(BasePredictionWriter):
         self.pseudo_dir = Path(pseudo_dir) if pseudo_dir else Path()
         self.meta: dict[str, Any] = {}
         self._ids: list[str] = []
+        self._prints: dict[str, str] = {}
+        self._lock: Path | None = None
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         super().setup(trainer, pl_module, stage)
@@ -124,12 +172,42 @@ class PseudoMaskWriter(BasePredictionWriter):
             hint = "set the writer's overwrite: true to recompute them, or use another pseudo_dir"
             check_fields(_read_json(meta_path), stale, f"stage-1 records in {records}", hint)
         if trainer.is_global_zero:
+            self._lock = lock_dir(self.pseudo_dir)
             # A manifest means "complete": remove it before anything here changes.
             (self.pseudo_dir / MANIFEST).unlink(missing_ok=True)
             if self.overwrite and records.is_dir():
                 shutil.rmtree(records)
             write_json(meta_path, self.meta)
+        self._prints = self._refresh_records(trainer)
         trainer.strategy.barrier()
+
+    def _refresh_records(self, trainer: pl.Trainer) -> dict[str, str]:
+        """Drop records whose image changed under the same id; note the images' fingerprints."""
+        split_set = getattr(_datamodule(trainer), "split_set", None)
+        if split_set is None:
+            return {}
+        prints = image_fingerprints(split_set())
+        if trainer.is_global_zero:
+            path = self.pseudo_dir / RECORDS / FINGERPRINTS
+            old = _read_json(path) if path.is_file() else {}
+            for item_id, fingerprint in prints.items():
+                if old.get(item_id) != fingerprint:
+                    record_path(self.pseudo_dir, item_id).unlink(missing_ok=True)
+            write_json(path, {**old, **prints})
+        return prints
+
+    def _unlock(self) -> None:
+        if self._lock is not None:
+            self._lock.unlink(missing_ok=True)
+            self._lock = None
+
+    def on_predict_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._unlock()
+
+    def on_exception(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
+    ) -> None:
+        self._unlock()
 
     def on_predict_batch_start(
         self,
@@ -183,7 +261,15 @@ class PseudoMaskWriter(BasePredictionWriter):
             merged.update(part)
         if trainer.is_global_zero:
             manifest = build_manifest(pl_module, self.meta, config, lo, hi, merged)
+            if self._prints:
+                manifest["fingerprints"] = {i: self._prints[i] for i in manifest["ids"]}
             write_json(self.pseudo_dir / MANIFEST, manifest)
+            fraction = manifest["counts"]["credible_fraction"]
+            if fraction < FEW_CREDIBLE:
+                rank_zero_warn(
+                    f"{self.pseudo_dir}: only {fraction:.4f} of the pixels are credible; stage 2 "
+                    "would train on almost none (check background t and delta Δt)"
+                )
         trainer.strategy.barrier()
 
 
