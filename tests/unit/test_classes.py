@@ -97,3 +97,17 @@ def test_reduce_prompt_scores_maps_match_loop():
     assert torch.allclose(out[:, 1], names[2])
     with pytest.raises(ValueError, match="multiple of T"):
         reduce_prompt_scores(maps, owner, num_classes=2, num_templates=2)
+
+
+def test_one_class_and_non_utf8_class_files_are_named(tmp_path):
+    one = tmp_path / "one.txt"
+    one.write_text("# my class\ncat, kitty\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"one\.txt: 1 class listed \('cat'\); at least 2"):
+        load_classes(str(one))
+    latin = tmp_path / "latin.txt"
+    latin.write_bytes("café\nthé\n".encode("latin-1"))
+    with pytest.raises(ValueError, match=r"latin\.txt: not UTF-8 text \(byte 3\)"):
+        load_classes(str(latin))
+    bom = tmp_path / "bom.txt"
+    bom.write_bytes("cat\ndog\n".encode("utf-8-sig"))
+    assert load_classes(str(bom)).names == [["cat"], ["dog"]]

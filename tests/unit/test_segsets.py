@@ -192,3 +192,37 @@ def test_segmentation_datamodule(voc):
     small.setup("validate")
     with pytest.raises(ValueError, match=r"2008_000002\.png"):
         next(iter(small.val_dataloader()))
+
+
+def test_empty_or_repeating_id_lists_are_named(voc):
+    root, _, _ = voc
+    lists = root / "ImageSets" / "Segmentation"
+    (lists / "val.txt").write_text("\n\n")
+    with pytest.raises(ValueError, match=r"val\.txt: lists no image id"):
+        VOCSegmentation(str(root), "val")
+    (lists / "val.txt").write_text("2008_000002\n2007_000039\n2008_000002\n")
+    with pytest.raises(ValueError, match=r"val\.txt, line 3: id '2008_000002' repeats line 1"):
+        VOCSegmentation(str(root), "val")
+
+
+def test_predict_needs_no_masks_of_its_split(voc):
+    """README: `val` needs masks, `train` needs none."""
+    root, _, _ = voc
+    for item_id in ("2007_000032",):  # in train only; 2007_000039 is also in val
+        (root / "SegmentationClass" / f"{item_id}.png").unlink()
+    _write_palette_png(root / "SegmentationClass" / "2007_000039.png", np.full((24, 16), 99))
+    dm = SegmentationDataModule(
+        str(root), predict_split="train", image_size=16, batch_size=2, num_workers=0
+    )
+    dm.setup("predict")
+    batch = next(iter(dm.predict_dataloader()))
+    assert batch["id"] == ["2007_000032", "2007_000039"] and "mask" not in batch
+
+
+def test_a_bad_val_mask_stops_fit_before_training(voc):
+    root, _, _ = voc
+    _write_palette_png(root / "SegmentationClass" / "2007_000039.png", np.full((24, 16), 99))
+    (root / "ImageSets/Segmentation/train.txt").write_text("2007_000032\n")
+    dm = SegmentationDataModule(str(root), image_size=16, batch_size=1, num_workers=0)
+    with pytest.raises(ValueError, match=r"2007_000039\.png: label value 99 exceeds the 20"):
+        dm.setup("fit")

@@ -53,7 +53,12 @@ def _read_resource_or_file(
             f"{what} file not found: {path_or_builtin!r}; expected a path to a text file or one of "
             f"the builtin names {sorted(builtins)}"
         )
-    return str(path), path.read_text(encoding="utf-8")
+    try:
+        return str(path), path.read_text(encoding="utf-8-sig")  # a BOM is not part of a name
+    except UnicodeDecodeError as error:
+        raise ValueError(
+            f"{path}: not UTF-8 text (byte {error.start}); save the {what} file as UTF-8"
+        ) from None
 
 
 def _content_lines(text: str) -> list[tuple[int, str]]:
@@ -77,7 +82,7 @@ def load_classes(path_or_builtin: str) -> ClassList:
 
     Raises:
         FileNotFoundError: the path does not exist and is not a builtin name.
-        ValueError: an empty name, a repeated display name, or no class at all.
+        ValueError: not UTF-8, an empty name, a repeated display name, or fewer than 2 classes.
     """
     source, text = _read_resource_or_file(path_or_builtin, BUILTIN_CLASSES, "class list")
     names: list[list[str]] = []
@@ -98,6 +103,11 @@ def load_classes(path_or_builtin: str) -> ClassList:
         names.append(synonyms)
     if not names:
         raise ValueError(f"{source}: no class listed; expected one class per line")
+    if len(names) < 2:  # the metrics (mAP over labels, IoU over classes) need two to compare
+        raise ValueError(
+            f"{source}: 1 class listed ({names[0][0]!r}); at least 2 are needed "
+            "(background is implicit and not listed)"
+        )
     return ClassList(names=names)
 
 

@@ -226,8 +226,10 @@ class SegmentationDataModule(L.LightningDataModule):
                     f"dataset='folder' ({self.root}) has no masks; it serves predict only"
                 )
             return ImageFolderSet(self.root, transform)
-        if self.dataset == "voc":
-            data: SegmentationFolder = VOCSegmentation(self.root, split, transform=transform)
+        if self.dataset == "voc":  # predict uses no ground truth, so it needs none
+            data: SegmentationFolder = VOCSegmentation(
+                self.root, split, transform=transform, masks=role != "predict"
+            )
         else:
             data = COCOObjectSegmentation(self.root, split, transform=transform)
         if role != "predict" and not data.has_masks:
@@ -250,6 +252,14 @@ class SegmentationDataModule(L.LightningDataModule):
         )
         for role in roles[stage] if stage else everything:
             self.sets[role] = self._make_set(role)
+        if stage == "fit":
+            self.check_val_masks()
+
+    def check_val_masks(self) -> None:
+        """Before a fit: every validation mask is readable and valid (raises naming the file)."""
+        if "val" not in self.sets:
+            self.setup("validate")
+        self.sets["val"].check_masks()
 
     def _loader(self, role: str) -> DataLoader:
         if role not in self.sets:

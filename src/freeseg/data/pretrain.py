@@ -35,6 +35,8 @@ class PretrainDataModule(pl.LightningDataModule):
             self.image_text.setup("fit")
         if self.segmentation is not None and stage in ("fit", "validate"):
             self.segmentation.setup("validate")
+        if self.segmentation is not None and stage == "fit":
+            self.segmentation.check_val_masks()  # not after the first epoch of training
         if self.segmentation is not None and stage == "test":
             self.segmentation.setup("test")
 

@@ -301,6 +301,8 @@ class PseudoMaskDataModule(L.LightningDataModule):
             self.train_set = self._pseudo_set()
         if self.dataset != "folder" and stage in (None, "fit", "validate"):
             self.segmentation.setup("validate")
+        if self.dataset != "folder" and stage in (None, "fit"):
+            self.segmentation.check_val_masks()
         if self.dataset != "folder" and stage == "test":
             self.segmentation.setup("test")
 

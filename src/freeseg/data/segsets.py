@@ -80,6 +80,19 @@ class SegmentationFolder(Dataset):
                 )
         return mask
 
+    def check_masks(self) -> None:
+        """Read every mask once (mode, size against its image's, label range), so that a bad
+        one is named before training starts rather than after an epoch of it.
+
+        Raises:
+            ValueError: naming the first bad mask file.
+        """
+        for _, image_path, mask_path in self.entries:
+            if mask_path is not None:
+                with Image.open(image_path) as img:  # the header only
+                    size = (img.height, img.width)
+                self._load_mask(mask_path, size)
+
     def __getitem__(self, index: int) -> dict[str, Any]:
         item_id, image_path, mask_path = self.entries[index]
         with Image.open(image_path) as img:
@@ -97,11 +110,23 @@ def _read_id_list(path: Path) -> list[str]:
     """Ids from an ImageSets list; also accepts the two-column VOCaug form
     ``/JPEGImages/X.jpg /SegmentationClassAug/X.png`` (the id is the first column's stem).
     """
-    ids = []
-    for line in path.read_text(encoding="utf-8").splitlines():
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise ValueError(f"{path}: not UTF-8 text (byte {error.start})") from None
+    ids: list[str] = []
+    seen: dict[str, int] = {}
+    for lineno, line in enumerate(text.splitlines(), start=1):
         token = line.strip().split()[0] if line.strip() else ""
-        if token:
-            ids.append(Path(token).stem if "/" in token or "." in token else token)
+        if not token:
+            continue
+        item_id = Path(token).stem if "/" in token or "." in token else token
+        if item_id in seen:
+            raise ValueError(f"{path}, line {lineno}: id {item_id!r} repeats line {seen[item_id]}")
+        seen[item_id] = lineno
+        ids.append(item_id)
+    if not ids:
+        raise ValueError(f"{path}: lists no image id; expected one id per line")
     return ids
 
 
@@ -122,6 +147,8 @@ class VOCSegmentation(SegmentationFolder):
         list_file: a list of ids to use instead of the split's list.
         transform: joint image/mask transform (see :class:`SegmentationFolder`).
         max_label: largest valid class id (255 aside); None = unchecked.
+        masks: look the masks up; False reads the images alone (predict, and stage 2 on
+            pseudo-masks, need no ground truth of their split).
 
     Without ``SegmentationClass/`` (and ``SegmentationClassAug/``) the set has no masks.
     """
@@ -133,6 +160,7 @@ class VOCSegmentation(SegmentationFolder):
         list_file: str | None = None,
         transform: JointTransform | None = None,
         max_label: int | None = None,
+        masks: bool = True,
     ) -> None:
         base = _require(Path(root), "VOC root", VOC_LAYOUT)
         lists = base / "ImageSets" / "Segmentation"
@@ -146,7 +174,7 @@ class VOCSegmentation(SegmentationFolder):
         mask_dirs = [base / "SegmentationClass"]
         if split == "train_aug":
             mask_dirs.insert(0, base / "SegmentationClassAug")
-        mask_dirs = [d for d in mask_dirs if d.is_dir()]
+        mask_dirs = [d for d in mask_dirs if d.is_dir() and masks]
         entries = []
         for item_id in _read_id_list(list_path):
             image = _require(base / "JPEGImages" / f"{item_id}.jpg", "image", VOC_LAYOUT)
