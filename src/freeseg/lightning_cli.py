@@ -12,7 +12,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+
+from freeseg.parsers import OneLineErrors
 
 # key suffix → what it is and where the README explains how to obtain it
 PATH_KEYS = {
@@ -67,10 +69,16 @@ def missing_paths(config: Any) -> list[str]:
     return problems
 
 
+class TrainerParser(OneLineErrors, LightningArgumentParser):
+    """LightningCLI's parser, with a parse error as its last line and no usage before it."""
+
+
 class FreeSegCLI(LightningCLI):
     """``freeseg fit|validate|test|predict`` (see ``freeseg --help``)."""
 
     def __init__(self, args: list[str] | None = None, **kwargs: Any) -> None:
+        kwargs.setdefault("parser_class", TrainerParser)
+        kwargs.setdefault("parser_kwargs", {"prog": "freeseg"})
         kwargs.setdefault("subclass_mode_model", True)
         kwargs.setdefault("subclass_mode_data", True)
         kwargs.setdefault("save_config_kwargs", {"overwrite": True})
@@ -90,9 +98,27 @@ class FreeSegCLI(LightningCLI):
         problems = missing_paths(config)
         if problems:
             print(
-                "freeseg: missing or unreadable inputs, nothing was started:", *problems, sep="\n", file=sys.stderr
+                "freeseg: missing or unreadable inputs, nothing was started:",
+                *problems,
+                sep="\n",
+                file=sys.stderr,
             )
             raise SystemExit(2)
+        self._check_ckpt_stage(config)
+
+    def _check_ckpt_stage(self, config: Any) -> None:
+        """A ``--ckpt_path`` of another stage than the configured model: one line, exit 2."""
+        ckpt, model = config.get("ckpt_path"), config.get("model")
+        class_path = getattr(model, "class_path", None) or (model or {}).get("class_path")
+        if not isinstance(ckpt, str) or not Path(ckpt).is_file() or not class_path:
+            return
+        from freeseg.stages.checkpoints import check_checkpoint_stage
+
+        try:
+            check_checkpoint_stage(ckpt, str(class_path).rsplit(".", 1)[-1])
+        except ValueError as error:
+            print(f"freeseg: {error}; nothing was started", file=sys.stderr)
+            raise SystemExit(2) from None
 
     def instantiate_classes(self) -> None:
         # A constructor's own check (an even kernel, a bad checkpoint) reads best alone.

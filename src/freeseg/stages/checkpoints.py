@@ -26,6 +26,48 @@ from freeseg.stages.iclip_module import ICLIPModule
 _PRIVATE = ("_class_path", "_instantiator", "model")
 
 
+STAGES = {
+    "TagPretrainModule": "stage 0a (image-encoder pretraining)",
+    "ICLIPModule": "stage 0 (ICLIP; stage 1 predicts and segments with it)",
+    "RefineModule": "stage 2 (PSPNet refinement)",
+}
+_PREFIXES = {"net.": "RefineModule", "model.": "ICLIPModule"}
+
+
+def checkpoint_module(state: dict[str, Any]) -> str | None:
+    """Class name of the LightningModule a checkpoint was saved from, or None if unknown."""
+    class_path = (state.get("hyper_parameters") or {}).get("_class_path")
+    if isinstance(class_path, str):
+        return class_path.rsplit(".", 1)[-1]
+    keys = list(state.get("state_dict") or {})
+    for prefix, name in _PREFIXES.items():
+        if keys and all(k.startswith(prefix) for k in keys):
+            return name
+    return None
+
+
+def check_checkpoint_stage(ckpt: str | Path, expected: str) -> None:
+    """Refuse a checkpoint of another stage than ``expected`` (a class name), in one line.
+
+    Reads the file memory-mapped, so a large checkpoint costs little here.
+
+    Raises:
+        ValueError: the checkpoint's module is known and is not ``expected``.
+    """
+    try:
+        state = torch.load(ckpt, map_location="cpu", weights_only=False, mmap=True)
+    except RuntimeError:  # an old, non-zip checkpoint cannot be mapped
+        state = torch.load(ckpt, map_location="cpu", weights_only=False)
+    except Exception as error:
+        raise ValueError(f"{ckpt}: not a readable checkpoint ({error})") from None
+    found = checkpoint_module(state) if isinstance(state, dict) else None
+    if found is not None and found != expected:
+        raise ValueError(
+            f"{ckpt} is a checkpoint of {found}, {STAGES.get(found, 'another stage')}; this needs "
+            f"one of {expected}, {STAGES.get(expected, expected)}"
+        )
+
+
 def _model_config_from_run(ckpt_path: Path) -> dict[str, Any] | None:
     """``model.init_args.model`` from a LightningCLI ``config.yaml`` above the checkpoint."""
     for folder in list(ckpt_path.resolve().parents)[:3]:
@@ -69,11 +111,13 @@ def load_iclip_module(
 
     Raises:
         FileNotFoundError: ``ckpt`` does not exist.
-        ValueError: neither the checkpoint nor a ``config.yaml`` beside it describes the network.
+        ValueError: a checkpoint of another stage, or neither the checkpoint nor a
+            ``config.yaml`` beside it describes the network.
     """
     path = Path(ckpt)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {ckpt}")
+    check_checkpoint_stage(path, "ICLIPModule")
     # A Lightning checkpoint pickles its hyperparameters; only load files you trust.
     state = torch.load(path, map_location="cpu", weights_only=False)
     hparams = dict(state.get("hyper_parameters") or {})
