@@ -60,6 +60,8 @@ def test_out_of_range_value_names_the_key(capsys):
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert 'Parser key "lr"' in err and "v>0" in err
+    assert "usage:" not in err and len(err.splitlines()) < 20  # the error alone, no usage text
+    assert err.splitlines()[1].startswith("freeseg fit: error: ")
 
 
 def test_even_smoothing_kernel_is_refused_before_any_work(capsys, tmp_path, tiny_world):

@@ -66,15 +66,22 @@ def _usage() -> str:
 def _run_tool(name: str, args: Sequence[str]) -> Any:
     from jsonargparse import CLI
 
+    from freeseg.parsers import ToolParser
+
     module_name, func_name, _ = TOOL_COMMANDS[name]
     module = importlib.import_module(module_name)
     func: Callable[..., Any] = getattr(module, func_name)
     # A tool may rewrite its command line (``segment IMAGE... --ckpt X``) and then takes every
     # argument as an option; the others take required arguments positionally.
     rewrite: Callable[[list[str]], list[str]] | None = getattr(module, "cli_args", None)
-    if rewrite is not None:
-        return CLI(func, args=rewrite(list(args)), prog=f"freeseg {name}", as_positional=False)
-    return CLI(func, args=list(args), prog=f"freeseg {name}")
+    options = {"prog": f"freeseg {name}", "parser_class": ToolParser}
+    try:
+        if rewrite is not None:
+            return CLI(func, args=rewrite(list(args)), as_positional=False, **options)
+        return CLI(func, args=list(args), **options)
+    except (ValueError, OSError) as error:  # the tool's own check of its inputs: one line
+        print(f"freeseg {name}: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 def _run_trainer(args: Sequence[str] | None) -> None:

@@ -112,6 +112,12 @@ def segment_images(
     missing = [path for path in images if not Path(path).is_file()]
     if missing:
         raise FileNotFoundError(f"images not found: {missing}")
+    if Path(out).exists() and not Path(out).is_dir():  # found now, not after the work
+        raise FileExistsError(f"--out {out}: is a file; give a directory (it is created)")
+    stems = [Path(path).stem for path in images]
+    repeated = sorted({stem for stem in stems if stems.count(stem) > 1})
+    if repeated:
+        raise ValueError(f"--images: several images named {repeated[0]!r} would share one mask")
     vocabulary = parse_classes(classes)
     if len(vocabulary) > 254:
         raise ValueError(f"--classes: at most 254 classes fit a label PNG, got {len(vocabulary)}")
@@ -140,10 +146,20 @@ def segment_images(
 
 
 def cli_args(argv: list[str]) -> list[str]:
-    """``IMAGE... --opt v`` → ``--images [IMAGE, ...] --opt v`` for the jsonargparse CLI."""
+    """``IMAGE... --opt v`` or ``--images IMAGE... --opt v`` → ``--images=[IMAGE, ...] --opt v``
+    for the jsonargparse CLI."""
     lead = 0
     while lead < len(argv) and not argv[lead].startswith("-"):
         lead += 1
-    if lead == 0:
-        return list(argv)
-    return [f"--images={json.dumps(argv[:lead])}", *argv[lead:]]
+    rest = list(argv[lead:])
+    images = list(argv[:lead])
+    if "--images" in rest:  # the README's form: every word after it up to the next option
+        start = rest.index("--images")
+        end = start + 1
+        while end < len(rest) and not rest[end].startswith("-"):
+            end += 1
+        images += rest[start + 1 : end]
+        rest = rest[:start] + rest[end:]
+    if not images:
+        return rest
+    return [f"--images={json.dumps(images)}", *rest]

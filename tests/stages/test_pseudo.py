@@ -113,7 +113,9 @@ def test_killed_predict_rerun_equals_an_uninterrupted_run(
     killed, fresh = tmp_path / "killed", tmp_path / "fresh"
     args = _predict_args(tiny_world, tiny_ckpt, killed, tmp_path)
     kill = '{"class_path": "tests.stages.pseudo_helpers.KillAfterBatches", "init_args": {"batches": 2}}'
-    env = dict(os.environ, PYTHONPATH=f"{REPO / 'src'}{os.pathsep}{REPO}", TOKENIZERS_PARALLELISM="false")
+    env = dict(
+        os.environ, PYTHONPATH=f"{REPO / 'src'}{os.pathsep}{REPO}", TOKENIZERS_PARALLELISM="false"
+    )
     run = subprocess.run(
         [sys.executable, "-m", "freeseg", *args, f"--trainer.callbacks+={kill}"],
         cwd=REPO,
@@ -314,9 +316,107 @@ def test_a_second_writer_into_a_pseudo_dir_is_refused_and_a_stale_lock_taken_ove
     other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
         (tmp_path / ".lock").write_text(f"{other.pid}\n")
-        with pytest.raises(FileExistsError, match=rf"being written by another predict \(process {other.pid}"):
+        with pytest.raises(
+            FileExistsError, match=rf"being written by another predict \(process {other.pid}"
+        ):
             lock_dir(tmp_path)
     finally:
         other.kill()
         other.wait()
     assert lock_dir(tmp_path).read_text() == f"{os.getpid()}\n"  # its writer is gone
+
+
+def test_segment_takes_the_readmes_images_form(tiny_world, tiny_ckpt, tmp_path, capsys):
+    one, two = sorted((tiny_world / "voc/JPEGImages").glob("*.jpg"))[:2]
+    out = tmp_path / "seg"
+    main(
+        ["segment", "--images", str(one), str(two), "--classes", "kite,sun"]
+        + ["--ckpt", str(tiny_ckpt), "--out", str(out), "--image_size", "32"]
+    )
+    assert "written: 2" in capsys.readouterr().out
+    assert (out / f"{two.stem}_mask.png").is_file()
+
+
+def test_segment_refuses_an_out_file_before_any_work(tiny_world, tiny_ckpt, tmp_path, capsys):
+    image = sorted((tiny_world / "voc/JPEGImages").glob("*.jpg"))[0]
+    out = tmp_path / "taken.png"
+    out.write_bytes(b"mine")
+    with pytest.raises(SystemExit) as exit_info:
+        main(
+            ["segment", str(image), "--classes", "kite,sun", "--ckpt", str(tiny_ckpt)]
+            + ["--out", str(out)]
+        )
+    assert exit_info.value.code == 2
+    assert (
+        capsys.readouterr().err.strip()
+        == f"freeseg segment: --out {out}: is a file; give a directory (it is created)"
+    )
+    assert out.read_bytes() == b"mine"
+
+
+def _stage2_checkpoint(path: Path) -> Path:
+    """What Lightning saves for a RefineModule trained through LightningCLI (weights aside)."""
+    torch.save(
+        {
+            "state_dict": {"net.encoder.conv1.weight": torch.zeros(1)},
+            "hyper_parameters": {"_class_path": "freeseg.stages.refine_module.RefineModule"},
+        },
+        path,
+    )
+    return path
+
+
+def test_a_stage_2_checkpoint_given_to_segment_names_its_stage(tiny_world, tmp_path, capsys):
+    ckpt = _stage2_checkpoint(tmp_path / "refine.ckpt")
+    image = sorted((tiny_world / "voc/JPEGImages").glob("*.jpg"))[0]
+    with pytest.raises(SystemExit):
+        main(
+            [
+                "segment",
+                str(image),
+                "--classes",
+                "kite,sun",
+                "--ckpt",
+                str(ckpt),
+                "--out",
+                str(tmp_path / "o"),
+            ]
+        )
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"freeseg segment: {ckpt} is a checkpoint of RefineModule, stage 2")
+    assert len(err.splitlines()) == 1
+
+
+@pytest.mark.parametrize("command", ["validate", "predict"])
+def test_a_stage_2_checkpoint_given_to_a_stage_1_command_names_its_stage(
+    tiny_world, tmp_path, capsys, command
+):
+    ckpt = _stage2_checkpoint(tmp_path / "refine.ckpt")
+    no_weights = tmp_path / "no_weights.yaml"
+    no_weights.write_text(
+        "model:\n  init_args:\n    model:\n      init_args:\n        image_encoder:\n"
+        "          init_args:\n            checkpoint: null\n"
+    )
+    classes = str(tiny_world / "classes.txt")
+    configs = ["--config", str(REPO / "configs/synthetic/iclip.yaml")]
+    data = [f"--data.init_args.segmentation.init_args.root={tiny_world / 'voc'}"]
+    data += [f"--data.init_args.image_text.init_args.train_shards={tiny_world / 'shards/*.tar'}"]
+    data += [f"--data.init_args.segmentation.init_args.classes={classes}"]
+    if command == "predict":
+        configs += ["--config", str(REPO / "configs/synthetic/pseudo.yaml")]
+        data = [
+            f"--data.init_args.root={tiny_world / 'voc'}",
+            f"--data.init_args.classes={classes}",
+        ]
+        data += [f"--data.init_args.pseudo_dir={tmp_path / 'masks'}"]
+    with pytest.raises(SystemExit) as exit_info:
+        main(
+            [command, *configs, "--config", str(no_weights), f"--model.init_args.classes={classes}"]
+            + data
+            + [f"--ckpt_path={ckpt}", f"--trainer.default_root_dir={tmp_path / 'run'}"]
+        )
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith(f"freeseg: {ckpt} is a checkpoint of RefineModule, stage 2")
+    assert "needs one of ICLIPModule" in err[-1]
+    assert not (tmp_path / "run").exists() and not (tmp_path / "masks").exists()

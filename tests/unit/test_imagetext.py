@@ -230,5 +230,7 @@ def test_cycling_over_shards_that_read_nothing_stops_naming_them(tmp_path):
 def test_one_pass_with_only_broken_samples_is_an_error_not_zero_steps(tmp_path):
     _write_shard(tmp_path / "shard-000000.tar", [{"key": b"k1", "jpg": b"junk", "txt": b"a"}])
     dm = _module(tmp_path)
-    with pytest.raises(RuntimeError, match=r"train: no usable sample in .*shard-\*\.tar \(1 skipped: k1"):
+    with pytest.raises(
+        RuntimeError, match=r"train: no usable sample in .*shard-\*\.tar \(1 skipped: k1"
+    ):
         list(dm.train_dataloader())

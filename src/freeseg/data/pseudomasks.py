@@ -157,7 +157,9 @@ def check_images(manifest: dict[str, Any], images: SegmentationFolder, source: s
     """Refuse when an image differs from the one its pseudo-mask was made for (same id)."""
     recorded = manifest.get("fingerprints")
     if recorded is None:
-        warnings.warn(f"{source}: manifest has no image fingerprints; rerun predict to add them")
+        warnings.warn(
+            f"{source}: manifest has no image fingerprints; rerun predict to add them", stacklevel=2
+        )
         return
     changed = [i for i, fp in image_fingerprints(images).items() if recorded.get(i) != fp]
     if changed:
@@ -177,7 +179,7 @@ def check_credible(manifest: dict[str, Any], source: str) -> None:
     if fraction == 0.0:
         raise ValueError(message)
     if fraction < FEW_CREDIBLE:
-        warnings.warn(message)
+        warnings.warn(message, stacklevel=2)
 
 
 def check_coverage(manifest: dict[str, Any], ids: list[str], source: str) -> None:
