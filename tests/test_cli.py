@@ -145,3 +145,22 @@ def test_impossible_partial_pixel_thresholds_are_refused_in_one_line(capsys, tmp
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("freeseg: invalid configuration: delta (Δt=0.6) with background")
     assert not (tmp_path / "masks").exists()
+
+
+@pytest.mark.parametrize(
+    ("config", "key"),
+    [
+        ("synthetic/iclip.yaml", "data.init_args.image_text.init_args.image_size"),
+        ("synthetic/iclip.yaml", "data.init_args.image_text.init_args.batch_size"),
+        ("synthetic/iclip.yaml", "data.init_args.segmentation.init_args.image_size"),
+        ("synthetic/refine.yaml", "data.init_args.train_crop"),
+        ("synthetic/refine.yaml", "data.init_args.batch_size"),
+        ("synthetic/refine.yaml", "data.init_args.image_size"),
+    ],
+)
+def test_a_zero_size_or_count_is_refused_at_parse_time(capsys, config, key):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--config", str(REPO / "configs" / config), f"--{key}=0", "--print_config"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert f'Parser key "{key.rsplit(".", 1)[-1]}"' in err and "v>0" in err

@@ -6,6 +6,7 @@ from functools import partial
 from typing import Any, Literal
 
 import lightning as L
+from jsonargparse.typing import NonNegativeInt, PositiveInt
 from torch.utils.data import DataLoader
 
 from freeseg.data.classes import ClassList, load_classes
@@ -67,13 +68,13 @@ class ImageTextDataModule(L.LightningDataModule):
         self,
         train_shards: str,
         val_shards: str | None = None,
-        batch_size: int = 64,
-        num_workers: int = 2,
-        image_size: int = 320,
+        batch_size: PositiveInt = 64,
+        num_workers: NonNegativeInt = 2,
+        image_size: PositiveInt = 320,
         crop_scale_min: float = 0.5,
-        context_length: int = 77,
-        shuffle_buffer: int = 2000,
-        epoch_size: int | None = None,
+        context_length: PositiveInt = 77,
+        shuffle_buffer: NonNegativeInt = 2000,
+        epoch_size: PositiveInt | None = None,
         seed: int = 0,
     ) -> None:
         super().__init__()
@@ -192,9 +193,9 @@ class SegmentationDataModule(L.LightningDataModule):
         val_split: str = "val",
         test_split: str | None = None,
         predict_split: str | None = None,
-        image_size: int | None = 448,
-        batch_size: int = 8,
-        num_workers: int = 2,
+        image_size: PositiveInt | None = 448,
+        batch_size: PositiveInt = 8,
+        num_workers: NonNegativeInt = 2,
         classes: str = "voc",
     ) -> None:
         super().__init__()

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import lightning as L
+from jsonargparse.typing import NonNegativeInt, PositiveInt
 import torch
 from torch.utils.data import DataLoader
 
@@ -235,10 +236,10 @@ class PseudoMaskDataModule(L.LightningDataModule):
         split: str = "train",
         val_split: str = "val",
         classes: str = "voc",
-        image_size: int | None = 448,
-        batch_size: int = 8,
-        num_workers: int = 2,
-        train_crop: int = 512,
+        image_size: PositiveInt | None = 448,
+        batch_size: PositiveInt = 8,
+        num_workers: NonNegativeInt = 2,
+        train_crop: PositiveInt = 512,
         scale_range: tuple[float, float] = (0.5, 2.0),
         require: dict[str, Any] | None = None,
     ) -> None:
