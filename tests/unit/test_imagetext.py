@@ -234,3 +234,15 @@ def test_one_pass_with_only_broken_samples_is_an_error_not_zero_steps(tmp_path):
         RuntimeError, match=r"train: no usable sample in .*shard-\*\.tar \(1 skipped: k1"
     ):
         list(dm.train_dataloader())
+
+
+@pytest.mark.timeout(30)
+def test_cycling_over_only_broken_samples_stops_naming_the_shards(tmp_path):
+    broken = [{"key": f"k{i}".encode(), "jpg": b"junk", "txt": b"a cat"} for i in range(3)]
+    _write_shard(tmp_path / "shard-000000.tar", broken)
+    dm = _module(tmp_path, epoch_size=6, batch_size=2, shuffle_buffer=4)
+    with pytest.raises(
+        RuntimeError,
+        match=r"no usable sample among 64 read from the shards .*shard-000000\.tar, e\.g\. k",
+    ):
+        next(iter(dm.train_dataloader()))

@@ -261,25 +261,52 @@ class CyclingShards:
     """``wds.split_by_worker``, then cycle this worker's shards forever (no shard: nothing).
 
     Cycling below the sample level lets batches run across passes, so none is left partial.
-    :meth:`count` sits right after the tar reader: a pass over this worker's shards that read no
-    sample at all (empty or unreadable shards) raises, naming them, instead of cycling forever.
+    Two guards end what would otherwise cycle forever, naming the shards: :meth:`count`, right
+    after the tar reader, raises when a pass over this worker's shards read no sample (empty or
+    unreadable shards); :meth:`count_decoded`, after decoding, raises when no sample decoded
+    among the first ``ALL_BROKEN_PASSES`` passes' worth (plus the shuffle buffer).
+
+    Args:
+        shuffle_buffer: the sample shuffle buffer between reading and decoding.
     """
 
-    def __init__(self) -> None:
+    ALL_BROKEN_PASSES = 20  # a usable sample per pass is missed this long with p < e^-20
+
+    def __init__(self, shuffle_buffer: int = 0) -> None:
+        self.shuffle_buffer = shuffle_buffer
         self.read = 0
+        self.pass_size: int | None = None
+        self.good = self.broken = 0
+        self.names = ""
 
     def __call__(self, urls: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
         mine = list(wds.split_by_worker(urls))
+        self.names = ", ".join(str(url["url"]) for url in mine)
         while mine:
             before = self.read
             yield from (dict(url) for url in mine)  # copies: the opener stage mutates the dicts
             if self.read == before:  # pulled again only once the last shard was read through
-                names = ", ".join(str(url["url"]) for url in mine)
-                raise RuntimeError(f"a full pass over the shards {names} read no sample")
+                raise RuntimeError(f"a full pass over the shards {self.names} read no sample")
+            self.pass_size = self.pass_size or self.read - before
 
     def count(self, samples: Iterator[Any]) -> Iterator[Any]:
         for sample in samples:
             self.read += 1
+            yield sample
+
+    def count_decoded(self, samples: Iterator[Any]) -> Iterator[Any]:
+        for sample in samples:
+            if not isinstance(sample, Skip):
+                self.good += 1
+            else:
+                self.broken += 1
+                if not self.good and self.pass_size is not None:
+                    bound = self.ALL_BROKEN_PASSES * self.pass_size + self.shuffle_buffer
+                    if self.broken >= bound:
+                        raise RuntimeError(
+                            f"no usable sample among {self.broken} read from the shards "
+                            f"{self.names}, e.g. {sample}"
+                        )
             yield sample
 
 
@@ -304,7 +331,7 @@ def build_imagetext_pipeline(
         An IterableDataset of batch dicts (see :class:`ImageTextCollate`), to be loaded with
         ``DataLoader(batch_size=None)``.
     """
-    cycling = CyclingShards()
+    cycling = CyclingShards(shuffle_buffer)
     dataset = wds.WebDataset(
         urls,
         shardshuffle=len(urls) if shuffle_buffer > 0 else False,
@@ -317,6 +344,8 @@ def build_imagetext_pipeline(
     if shuffle_buffer > 0:
         dataset = dataset.compose(partial(reseeded_shuffle, bufsize=shuffle_buffer, seed=seed))
     dataset = dataset.map(partial(decode_sample, transform=transform))
+    if batches_per_worker is not None:
+        dataset = dataset.compose(cycling.count_decoded)
     dataset = dataset.compose(partial(batch_with_skips, batch_size=batch_size, collate=collate))
     if batches_per_worker is not None:
         dataset = dataset.with_epoch(batches_per_worker)
