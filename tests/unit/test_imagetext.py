@@ -246,3 +246,24 @@ def test_cycling_over_only_broken_samples_stops_naming_the_shards(tmp_path):
         match=r"no usable sample among 64 read from the shards .*shard-000000\.tar, e\.g\. k",
     ):
         next(iter(dm.train_dataloader()))
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("cut", ["in_header", "in_data"])
+def test_samples_lost_to_a_truncated_shard_are_counted(shards, cut):
+    root, good = shards
+    path = root / "shard-000001.tar"
+    with tarfile.open(path) as tar:
+        members = tar.getmembers()
+    first_of_key3 = next(m for m in members if m.name.startswith("000010003."))
+    complete = {m.name.split(".")[0] for m in members if m.offset < first_of_key3.offset}
+    at = first_of_key3.offset + (100 if cut == "in_header" else 512 + 10)
+    path.write_bytes(path.read_bytes()[:at])
+    (root / "shard-000001_stats.json").write_text(json.dumps({"successes": 6}))
+    keys, batches = _collect(_module(root).train_dataloader())
+    assert set(keys) >= {k for k in good if k.startswith("00000") or k in complete}
+    assert not set(keys) - set(good)
+    # 1 broken sample of shard 0, and the samples of shard 1 past the cut (6 - 3)
+    assert sum(b["skipped"] for b in batches) == 1 + (6 - len(complete))
+    examples = [e for b in batches for e in b["skipped_examples"]]
+    assert any(e.startswith(f"{path} (") for e in examples), examples

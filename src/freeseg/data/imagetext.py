@@ -42,10 +42,12 @@ Tokenizer = Callable[[list[str]], torch.Tensor]
 
 @dataclass(frozen=True)
 class Skip:
-    """A sample that could not be used: its key and why."""
+    """A sample that could not be used: its key and why (``count`` > 1: samples of a shard
+    lost past the point where it could not be read)."""
 
     key: str
     reason: str
+    count: int = 1
 
     def __str__(self) -> str:
         return f"{self.key} ({self.reason})"
@@ -118,6 +120,16 @@ def _count_shard(
     return len(keys)
 
 
+def _stats_successes(path: str) -> int | None:
+    """``"successes"`` of a local shard's ``_stats.json``, or None without a readable one."""
+    try:
+        with open(_stats_path(path), encoding="utf-8") as fh:
+            successes = json.load(fh).get("successes")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return successes if isinstance(successes, int) else None
+
+
 def _stamp(path: str) -> tuple[int, int] | None:
     if not os.path.isfile(path):
         return None
@@ -166,6 +178,8 @@ def decode_sample(
     sample: dict[str, Any], transform: Callable[[Image.Image], torch.Tensor]
 ) -> dict[str, Any] | Skip:
     """Raw webdataset sample → ``{"image": (3, S, S) float, "caption": str, "key": str}`` or Skip."""
+    if isinstance(sample, Skip):  # a shard's lost samples (ShardLosses), passed on
+        return sample
     key = str(sample.get("__key__", "?"))
     fields = {name.lower(): value for name, value in sample.items() if not name.startswith("__")}
     image_ext = next((ext for ext in IMAGE_EXTENSIONS if ext in fields), None)
@@ -204,7 +218,7 @@ class ImageTextCollate:
         "key": [B], "skipped": int, "skipped_examples": [str]}``; without samples only the last two.
         """
         batch: dict[str, Any] = {
-            "skipped": len(skips),
+            "skipped": sum(skip.count for skip in skips),
             "skipped_examples": [str(skip) for skip in skips[:MAX_EXAMPLES]],
         }
         if samples:
@@ -255,6 +269,55 @@ def reseeded_shuffle(samples: Iterator[Any], bufsize: int, seed: int) -> Iterato
         buf[idx] = sample
     rng.shuffle(buf)
     yield from buf
+
+
+class ShardLosses:
+    """Counts the samples lost when a shard cannot be read to its end (truncated, unreadable).
+
+    :meth:`handler` is webdataset's exception handler: it warns, naming the shard, notes the
+    shard, and goes on. :meth:`markers`, right after the tar reader, accounts for each shard when
+    the stream moves past it: one :class:`Skip` whose ``count`` is the shard's samples
+    (``_stats.json``, else a scan) not read, at least 1, for a shard that raised; and for one
+    that ended silently (a cut at a member boundary) short of its ``_stats.json`` count, the
+    difference. A shard cycled alone (one shard per worker) is accounted for only when its
+    worker's stream ends.
+    """
+
+    def __init__(self) -> None:
+        self.errors: dict[str, str] = {}
+        self.url, self.read = "", 0
+
+    def handler(self, exn: Exception) -> bool:
+        if len(exn.args) >= 2 and isinstance(exn.args[-1], str):  # a shard-level error
+            self.errors[exn.args[-1]] = str(exn.args[0])
+        return wds.warn_and_continue(exn)
+
+    def _finish(self, keep: str) -> Iterator[Skip]:
+        """Skips for the shard read so far and for every shard that raised, but ``keep``."""
+        done = {url: message for url, message in self.errors.items() if url != keep}
+        self.errors = {url: message for url, message in self.errors.items() if url == keep}
+        expected = _stats_successes(self.url) if self.url and self.url not in done else None
+        if expected is not None and self.read < expected:
+            reason = f"ends after {self.read} of the {expected} samples of its _stats.json"
+            yield Skip(self.url, reason, count=expected - self.read)
+        for url, message in done.items():
+            read = self.read if url == self.url else 0
+            try:
+                expected = count_samples([url])
+            except (OSError, tarfile.TarError, ValueError):
+                expected = 0
+            reason = f"unreadable after {read} samples: {message}"
+            yield Skip(url, reason, count=max(expected - read, 1))
+
+    def markers(self, samples: Iterator[Any]) -> Iterator[Any]:
+        for sample in samples:
+            url = str(sample.get("__url__", ""))
+            if url != self.url:
+                yield from self._finish(keep=url)
+                self.url, self.read = url, 0
+            self.read += 1
+            yield sample
+        yield from self._finish(keep="")
 
 
 class CyclingShards:
@@ -331,16 +394,17 @@ def build_imagetext_pipeline(
         An IterableDataset of batch dicts (see :class:`ImageTextCollate`), to be loaded with
         ``DataLoader(batch_size=None)``.
     """
-    cycling = CyclingShards(shuffle_buffer)
+    cycling, losses = CyclingShards(shuffle_buffer), ShardLosses()
     dataset = wds.WebDataset(
         urls,
         shardshuffle=len(urls) if shuffle_buffer > 0 else False,
         nodesplitter=wds.split_by_node,
         workersplitter=wds.split_by_worker if batches_per_worker is None else cycling,
         empty_check=False,
-        handler=wds.warn_and_continue,  # an unreadable shard or tar member: warn, go on
+        handler=losses.handler,  # an unreadable shard or tar member: warn, count, go on
         seed=seed,
     ).compose(cycling.count)
+    dataset = dataset.compose(losses.markers)
     if shuffle_buffer > 0:
         dataset = dataset.compose(partial(reseeded_shuffle, bufsize=shuffle_buffer, seed=seed))
     dataset = dataset.map(partial(decode_sample, transform=transform))
