@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 import lightning as L
-from jsonargparse.typing import NonNegativeInt, PositiveInt
 import torch
+from jsonargparse.typing import NonNegativeInt, PositiveInt
 from torch.utils.data import DataLoader
 
 from freeseg.data.atomic import atomic_path, atomic_write_text
