@@ -210,6 +210,7 @@ def run_demo(
     extra: dict[str, list[str]] | None = None,
     generate: bool = False,
 ) -> None:
+    """The whole chain; ``world`` is only read unless ``generate`` (see :func:`prepare_world`)."""
     demo = Demo(world, runs, refine_steps, extra)
     prepare_world(world, generate, demo.timings)
     demo.stage0()
@@ -335,12 +336,19 @@ def run_ablation(world: Path, runs: Path, results: Path) -> None:
     print(text)
 
 
+def _positive(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--world", type=Path, default=Path("data/world"))
     parser.add_argument("--runs", type=Path, default=Path("runs/demo"))
     parser.add_argument("--results", type=Path, default=Path("results/demo"))
-    parser.add_argument("--refine_steps", type=int, default=None)
+    parser.add_argument("--refine_steps", type=_positive, default=None)
     parser.add_argument(
         "--generate",
         action="store_true",
@@ -352,7 +360,10 @@ def main() -> None:
     if args.ablation:
         run_ablation(args.world, args.runs, args.results)
     else:
-        run_demo(args.world, args.runs, args.results, args.refine_steps, generate=args.generate)
+        try:
+            run_demo(args.world, args.runs, args.results, args.refine_steps, generate=args.generate)
+        except (FileNotFoundError, FileExistsError) as error:  # the world check: one line
+            parser.exit(2, f"demo: {error}\n")
     print(f"[demo] total wall time {time.perf_counter() - start:.0f} s")
 
 
