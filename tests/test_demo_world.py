@@ -10,13 +10,20 @@ from tests.user_folder import make_user_folder, snapshot
 from freeseg.demo import prepare_world
 
 
-def test_own_data_folder_is_read_only(tmp_path: Path):
+def test_own_data_folder_is_read_only(tmp_path: Path, capsys):
     world = tmp_path / "mine"
     make_user_folder(world, pairs=4, train=2, val=2)
     before = snapshot(world)
     prepare_world(world, generate=False, timings={})
-    with pytest.raises(FileExistsError, match="mine is not empty and was not written by"):
+    with pytest.raises(SystemExit) as exit_info:  # `freeseg synth` refuses, in one line
         prepare_world(world, generate=True, timings={})
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        f"freeseg synth: {world} is not empty and was not written by `freeseg synth` "
+        "(no world.json or .world_params.json); refusing to write into it: give an empty or "
+        "new folder"
+    )
     assert snapshot(world) == before
 
 
