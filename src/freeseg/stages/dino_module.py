@@ -32,6 +32,7 @@ from freeseg.data.atomic import atomic_path
 from freeseg.data.views import MultiCrop
 from freeseg.models.dino_head import DINOHead
 from freeseg.models.image_encoder import create_vit, encode_with_attention
+from freeseg.models.tokenizer import ClipTokenizer
 from freeseg.ops.self_distillation import (
     centered_teacher,
     self_distillation_loss,
@@ -39,6 +40,7 @@ from freeseg.ops.self_distillation import (
     update_center,
 )
 from freeseg.stages.schedules import warmup_cosine
+from freeseg.stages.tag_module import caption_tags, tag_loss
 
 
 class SelfDistillationModule(pl.LightningModule):
@@ -58,6 +60,9 @@ class SelfDistillationModule(pl.LightningModule):
             them for the first epoch).
         global_size, local_size, global_scale_min, local_scale_max, local_crops, color_strength,
             hue: the multi-crop views (`freeseg.data.views.MultiCrop`).
+        tag_weight: weight of the caption-tag loss of `freeseg.stages.tag_module` on the
+            student's class token of the global views (0: images alone, no captions read).
+        context_length: caption length in tokens (with ``tag_weight`` > 0).
     """
 
     def __init__(
@@ -86,6 +91,8 @@ class SelfDistillationModule(pl.LightningModule):
         local_crops: NonNegativeInt = 4,
         color_strength: NonNegativeFloat = 0.4,
         hue: NonNegativeFloat = 0.1,
+        tag_weight: NonNegativeFloat = 0.0,
+        context_length: PositiveInt = 32,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -104,6 +111,10 @@ class SelfDistillationModule(pl.LightningModule):
             hue=hue,
         )
         self.num_classes = 0  # no class scores: the metric callbacks that need them stay idle
+        self.vocab_size = 0
+        if tag_weight > 0:
+            self.vocab_size = int(ClipTokenizer(context_length).vocab_size)
+            self.tag_head = nn.Linear(int(vit.embed_dim), self.vocab_size)
 
     def _cls(self, branch: nn.ModuleDict, images: torch.Tensor) -> torch.Tensor:
         return branch["head"](branch["vit"].forward_features(images)[:, 0])
@@ -119,13 +130,19 @@ class SelfDistillationModule(pl.LightningModule):
                 probs = centered_teacher(teacher_logits, self.center, hp["teacher_temp"])
                 mean = self.trainer.strategy.reduce(teacher_logits.mean(0, keepdim=True), "mean")
                 self.center = update_center(self.center, mean, hp["center_momentum"])
-        student = list(self._cls(self.student, torch.cat(globals_)).chunk(len(globals_)))
+        cls = self.student["vit"].forward_features(torch.cat(globals_))[:, 0]
+        student = list(self.student["head"](cls).chunk(len(globals_)))
         if locals_:
             student += list(self._cls(self.student, torch.cat(locals_)).chunk(len(locals_)))
         teacher_probs = list(probs.chunk(len(globals_)))
         loss = self_distillation_loss(student, teacher_probs, hp["student_temp"])
         entropy = -(teacher_probs[0] * teacher_probs[0].clamp_min(1e-12).log()).sum(-1).mean()
         size = len(batch["image"])
+        if hp["tag_weight"] > 0:
+            tags = caption_tags(batch["input_ids"], self.vocab_size).repeat(len(globals_), 1)
+            tags_loss = tag_loss(self.tag_head(cls), tags)
+            self.log("train/tag_loss", tags_loss, batch_size=size)
+            loss = loss + hp["tag_weight"] * tags_loss
         self.log("train/loss", loss, prog_bar=True, batch_size=size)
         self.log("train/teacher_entropy", entropy, batch_size=size)
         return loss
@@ -164,8 +181,9 @@ class SelfDistillationModule(pl.LightningModule):
         return {"attn": out.attn, "grid": out.grid, "target": batch["mask"]}
 
     def configure_optimizers(self) -> Any:
-        decay = [p for p in self.student.parameters() if p.requires_grad and p.ndim > 1]
-        rest = [p for p in self.student.parameters() if p.requires_grad and p.ndim <= 1]
+        params = [p for n, p in self.named_parameters() if not n.startswith("teacher.")]
+        decay = [p for p in params if p.requires_grad and p.ndim > 1]
+        rest = [p for p in params if p.requires_grad and p.ndim <= 1]
         optimizer = torch.optim.AdamW(
             [
                 {"params": decay, "weight_decay": self.hparams["weight_decay"]},
