@@ -7,13 +7,14 @@ WORLD ?= data/world
 RUNS ?= runs/demo
 REFINE_STEPS ?= 400
 
-.PHONY: install test test-all lint format demo ablation clean-demo help reproduce-voc reproduce-coco
+.PHONY: install test test-all lint format demo ablation encoder clean-demo help reproduce-voc reproduce-coco
 
 help:
 	@echo "make demo      generate the world and run the pipeline on CPU"
 	@echo "make test      the default test suite (offline, a few minutes)"
 	@echo "make test-all  also the slow tests"
 	@echo "make ablation  Table 2 on the generated world (MMP / smoothed max / SMP)"
+	@echo "make encoder   retrain the shipped stand-in for DINO (weights/freeseg_synth_vit.pth)"
 	@echo "make install   create .venv from pyproject.toml"
 	@echo "make lint      ruff + mypy on src/"
 
@@ -42,6 +43,9 @@ format: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/python -m freeseg.demo --generate --world $(WORLD) --runs $(RUNS) --refine_steps $(REFINE_STEPS)
+
+encoder: $(STAMP)
+	$(BIN)/python -m freeseg.demo --world $(WORLD) --runs runs/encoder --make_encoder weights/freeseg_synth_vit.pth
 
 ablation: $(STAMP)
 	$(BIN)/python -m freeseg.demo --ablation --world $(WORLD) --runs $(RUNS)

@@ -17,10 +17,17 @@ from pathlib import Path
 import numpy as np
 
 from freeseg.cli import main as freeseg
-from freeseg.data.atomic import atomic_write_text
+from freeseg.data.atomic import atomic_write_bytes, atomic_write_text
 from freeseg.stages.reports import load_figure, save_figure
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+# The stand-in for DINO's weights on the generated world, made by `make encoder`.
+SHIPPED_ENCODER = Path(__file__).resolve().parents[2] / "weights/freeseg_synth_vit.pth"
+# Stage-0a recipes: config, and whether it reads the class names (for its validation mAP).
+ENCODER_RECIPES = {
+    "tags": ("synthetic/encoder.yaml", True),  # caption tags + patch dropout (shipped)
+    "dino": ("synthetic/encoder_dino.yaml", False),  # DINO self-distillation, images alone
+}
 
 
 def _stage(name: str, done: Path, run: Callable[[], None], timings: dict[str, float]) -> None:
@@ -83,13 +90,20 @@ class Demo:
         runs: Path,
         refine_steps: int | None = None,
         extra: dict[str, list[str]] | None = None,
+        encoder: Path | None = None,
+        recipe: str = "tags",
     ) -> None:
         """``extra`` maps a run directory's name (``encoder``, ``iclip``, ``stage1_eval``,
-        ``pseudo_pp``, ``refine_pp``, ``oracle_test``, ...) to more command-line overrides."""
+        ``pseudo_pp``, ``refine_pp``, ``oracle_test``, ...) to more command-line overrides.
+        ``encoder`` is a pretrained image-encoder file (the shipped stand-in, DINO's, yours);
+        None trains the stand-in on the world first (stage 0a) with ``recipe`` (a key of
+        ``ENCODER_RECIPES``)."""
         self.world, self.runs, self.refine_steps = world, runs, refine_steps
         self.extra = extra or {}
         self.timings: dict[str, float] = {}
-        self.encoder_file = runs / "encoder/vit.pth"
+        self.train_encoder = encoder is None
+        self.recipe = ENCODER_RECIPES[recipe]
+        self.encoder_file = runs / "encoder/vit.pth" if encoder is None else encoder
         self.iclip_ckpt = runs / "iclip/logs/version_0/checkpoints/last.ckpt"
 
     def stage(self, name: str, run_dir: Path, args: list[str], logged: bool = True) -> None:
@@ -111,13 +125,23 @@ class Demo:
         ]
 
     def stage0(self) -> None:
-        self.stage(
-            "stage 0a: caption-tag pretraining of the image encoder",
-            self.runs / "encoder",
-            ["fit", "--config", str(CONFIGS / "synthetic/encoder.yaml")]
-            + [f"--model.init_args.export={self.encoder_file}", self._classes("model")]
-            + _world_overrides(self.world),
-        )
+        if self.train_encoder:
+            config, reads_classes = self.recipe
+            self.stage(
+                f"stage 0a: pretraining of the image encoder ({config})",
+                self.runs / "encoder",
+                ["fit", "--config", str(CONFIGS / config)]
+                + [f"--model.init_args.export={self.encoder_file}"]
+                + ([self._classes("model")] if reads_classes else [])
+                + _world_overrides(self.world),
+            )
+        elif not self.encoder_file.is_file():
+            raise FileNotFoundError(
+                f"image encoder file not found: {self.encoder_file} (make encoder writes the "
+                "shipped one; --train_encoder trains one on the world's images)"
+            )
+        else:
+            print(f"[demo] stage 0a: pretrained image encoder {self.encoder_file}")
         self.stage(
             "stage 0: ICLIP with smoothed min pooling (frozen encoder)",
             self.runs / "iclip",
@@ -209,9 +233,12 @@ def run_demo(
     refine_steps: int | None = None,
     extra: dict[str, list[str]] | None = None,
     generate: bool = False,
+    encoder: Path | None = None,
+    recipe: str = "tags",
 ) -> None:
-    """The whole chain; ``world`` is only read unless ``generate`` (see :func:`prepare_world`)."""
-    demo = Demo(world, runs, refine_steps, extra)
+    """The whole chain; ``world`` is only read unless ``generate`` (see :func:`prepare_world`).
+    ``encoder`` and ``recipe`` as for `Demo`."""
+    demo = Demo(world, runs, refine_steps, extra, encoder=encoder, recipe=recipe)
     prepare_world(world, generate, demo.timings)
     demo.stage0()
     demo.stage1()
@@ -290,9 +317,16 @@ def write_results(results: Path, runs: Path, timings: dict[str, float]) -> None:
         f"Stage 0 on val: zero-shot mAP {cell(s1, 'val/mAP')} %, mMIoU {cell(s1, 'val/mMIoU')} %",
         "",
     ]
-    lines += ["## Stage 0a: image encoder, caption-tag pretraining", ""]
-    lines += ["| epoch | val mAP (tag scores) |", "|---:|---:|"]
-    lines += [f"| {e} | {v:.3f} |" for e, v in _metric_curve(runs / "encoder", "val/mAP")]
+    lines += ["## The frozen image encoder: class-token attention A on the val objects", ""]
+    lines += [
+        f"A's mass on object pixels {cell(s1, 'val/A_mass_fg')} %, Jaccard of its 60 %-mass "
+        f"mask with the objects {cell(s1, 'val/A_jaccard')} %",
+        "",
+    ]
+    curve = _metric_curve(runs / "encoder", "val/A_jaccard") if (runs / "encoder").is_dir() else []
+    if curve:
+        lines += ["| stage-0a epoch | A Jaccard (%) |", "|---:|---:|"]
+        lines += [f"| {e} | {100 * v:.1f} |" for e, v in curve]
     if timings:
         lines += ["", "Wall time of each stage (when it ran):", ""]
         lines += [f"- {name}: {seconds:.0f} s" for name, seconds in timings.items()]
@@ -302,36 +336,49 @@ def write_results(results: Path, runs: Path, timings: dict[str, float]) -> None:
 
 
 POOLINGS = (("mmp", 1), ("smoothed_max", 5), ("smoothed_min", 5))
+SEEDS = (0, 1, 2)
 
 
-def run_ablation(world: Path, runs: Path, results: Path) -> None:
-    """Table 2 on the generated world: stage 0 with each pooling on the demo's frozen encoder."""
-    demo = Demo(world, runs)
+def run_ablation(world: Path, runs: Path, results: Path, encoder: Path | None) -> None:
+    """Table 2 on the generated world: stage 0 with each pooling on the demo's frozen encoder,
+    three seeds each; the table gives the mean and the spread (max − min) over the seeds."""
+    demo = Demo(world, runs, encoder=encoder)
     demo.stage0()  # reuses the demo's encoder (and stage 0) when they exist
+    keys = ("mAP", "mMIoU", "mIoU_pls")
     rows = ["| pooling | k | zero-shot mAP (%) | mMIoU (%) | mIoU stage 1, PLS (%) |"]
     rows.append("|---|---:|---:|---:|---:|")
     for pooling, k in POOLINGS:
-        run_dir = runs / f"ablation_{pooling}"
         pool = [
             f"--model.init_args.model.init_args.pooling={pooling}",
             f"--model.init_args.model.init_args.kernel_size={k}",
         ]
-        demo.stage(
-            f"stage 0 with {pooling} pooling",
-            run_dir,
-            ["fit", *demo._iclip_args(), *pool] + _world_overrides(world),
-        )
-        ckpt = run_dir / "logs/version_0/checkpoints/last.ckpt"
-        demo.stage(
-            f"stage 1 evaluation ({pooling})",
-            runs / f"ablation_{pooling}_eval",
-            ["validate", *demo._iclip_args(), *pool, f"--ckpt_path={ckpt}"]
-            + _world_overrides(world),
-        )
-        m = _metrics(runs / f"ablation_{pooling}_eval")
-        cells = [100 * m.get(f"val/{key}", float("nan")) for key in ("mAP", "mMIoU", "mIoU_pls")]
-        rows.append(f"| {pooling} | {k} | " + " | ".join(f"{c:.1f}" for c in cells) + " |")
-    text = "# Pooling ablation (Table 2), generated world\n\n" + "\n".join(rows) + "\n"
+        values: dict[str, list[float]] = {key: [] for key in keys}
+        for seed in SEEDS:
+            run_dir = runs / f"ablation_{pooling}_seed{seed}"
+            seeded = [*pool, f"--seed_everything={seed}"]
+            demo.stage(
+                f"stage 0 with {pooling} pooling, seed {seed}",
+                run_dir,
+                ["fit", *demo._iclip_args(), *seeded] + _world_overrides(world),
+            )
+            ckpt = run_dir / "logs/version_0/checkpoints/last.ckpt"
+            demo.stage(
+                f"stage 1 evaluation ({pooling}, seed {seed})",
+                runs / f"ablation_{pooling}_seed{seed}_eval",
+                ["validate", *demo._iclip_args(), *pool, f"--ckpt_path={ckpt}"]
+                + _world_overrides(world),
+            )
+            m = _metrics(runs / f"ablation_{pooling}_seed{seed}_eval")
+            for key in keys:
+                values[key].append(100 * m.get(f"val/{key}", float("nan")))
+        cells = [_mean_spread(values[key]) for key in keys]
+        rows.append(f"| {pooling} | {k} | " + " | ".join(cells) + " |")
+    text = (
+        "# Pooling ablation (Table 2), generated world\n\n"
+        f"Mean ± spread (max − min) over seeds {', '.join(map(str, SEEDS))}.\n\n"
+        + "\n".join(rows)
+        + "\n"
+    )
     atomic_write_text(results / "ablation.md", text)
     print(text)
 
@@ -341,6 +388,43 @@ def _positive(text: str) -> int:
     if value <= 0:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
     return value
+
+
+def _mean_spread(values: list[float]) -> str:
+    return f"{np.mean(values):.1f} ± {max(values) - min(values):.1f}"
+
+
+def make_encoder(world: Path, runs: Path, out: Path, extra: list[str] | None = None) -> None:
+    """``make encoder``: train the stand-in for DINO (stage 0a) and write it to ``out``.
+
+    Beside the weights, ``out`` with suffix ``.json`` records how the file was made: the
+    command, its wall time and the attention fit of the exported encoder on the val split.
+    """
+    timings: dict[str, float] = {}
+    prepare_world(world, True, timings)
+    run_dir = runs / "encoder"
+    args = ["fit", "--config", str(CONFIGS / "synthetic/encoder.yaml")]
+    args += [f"--model.init_args.export={run_dir / 'vit.pth'}", *_world_overrides(world)]
+    args += [f"--model.init_args.classes={world / 'classes.txt'}"]
+    args += _run_dir_args(run_dir) + list(extra or [])
+    _stage(
+        "stage 0a: pretraining of the stand-in encoder",
+        run_dir / "done.json",
+        lambda: freeseg(args),
+        timings,
+    )
+    fit = _metrics(run_dir)
+    seconds = json.loads((run_dir / "done.json").read_text())["seconds"]
+    record = {
+        "command": "freeseg " + " ".join(args).replace(f"{CONFIGS.parent}/", ""),
+        "seconds": seconds,
+        "attention_fit_val": {k: fit[k] for k in ("val/A_mass_fg", "val/A_jaccard") if k in fit},
+        "world": json.loads((world / "world.json").read_text()).get("seed"),
+    }
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(out, (run_dir / "vit.pth").read_bytes())
+    atomic_write_text(out.with_suffix(".json"), json.dumps(record, indent=1) + "\n")
+    print(f"[demo] encoder: {out} ({seconds:.0f} s), {record['attention_fit_val']}")
 
 
 def main() -> None:
@@ -355,13 +439,48 @@ def main() -> None:
         help="generate the world into --world first (an empty folder, or one made by synth)",
     )
     parser.add_argument("--ablation", action="store_true", help="Table 2: the three poolings")
+    parser.add_argument(
+        "--encoder",
+        type=Path,
+        default=SHIPPED_ENCODER,
+        help="pretrained image-encoder file (default: the shipped stand-in for DINO)",
+    )
+    parser.add_argument(
+        "--train_encoder",
+        action="store_true",
+        help="train the stand-in on the world's own images first (stage 0a, no captions)",
+    )
+    parser.add_argument(
+        "--encoder_recipe",
+        choices=sorted(ENCODER_RECIPES),
+        default="tags",
+        help="with --train_encoder: caption tags (shipped recipe) or DINO on the images alone",
+    )
+    parser.add_argument(
+        "--make_encoder",
+        type=Path,
+        default=None,
+        help="train the stand-in (stage 0a) from its fixed seed and write it to this file",
+    )
     args = parser.parse_args()
+    if args.make_encoder is not None:
+        make_encoder(args.world, args.runs, args.make_encoder)
+        return
+    encoder = None if args.train_encoder else args.encoder
     start = time.perf_counter()
     if args.ablation:
-        run_ablation(args.world, args.runs, args.results)
+        run_ablation(args.world, args.runs, args.results, encoder)
     else:
         try:
-            run_demo(args.world, args.runs, args.results, args.refine_steps, generate=args.generate)
+            run_demo(
+                args.world,
+                args.runs,
+                args.results,
+                args.refine_steps,
+                generate=args.generate,
+                encoder=encoder,
+                recipe=args.encoder_recipe,
+            )
         except (FileNotFoundError, FileExistsError) as error:  # the world check: one line
             parser.exit(2, f"demo: {error}\n")
     print(f"[demo] total wall time {time.perf_counter() - start:.0f} s")

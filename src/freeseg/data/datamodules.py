@@ -59,6 +59,8 @@ class ImageTextDataModule(L.LightningDataModule):
         shuffle_buffer: sample shuffle buffer per worker (training).
         epoch_size: samples per epoch (None: one pass, see above).
         seed: shard/sample shuffle seed.
+        captions: False reads the images alone (self-supervised stage 0a on images without
+            captions): a sample without ``.txt`` is then kept, with an empty caption.
 
     The tokenizer is ``freeseg.models.tokenizer.ClipTokenizer(context_length)``, created in
     :meth:`setup` unless ``self.tokenizer`` was set before (any picklable list[str] → (B, L)).
@@ -76,6 +78,7 @@ class ImageTextDataModule(L.LightningDataModule):
         shuffle_buffer: NonNegativeInt = 2000,
         epoch_size: PositiveInt | None = None,
         seed: int = 0,
+        captions: bool = True,
     ) -> None:
         super().__init__()
         if not 0 < crop_scale_min <= 1:
@@ -92,6 +95,7 @@ class ImageTextDataModule(L.LightningDataModule):
         self.shuffle_buffer = shuffle_buffer
         self.epoch_size = epoch_size
         self.seed = seed
+        self.captions = captions
         self.tokenizer: Tokenizer | None = None
         self.train_urls: list[str] = []
         self.val_urls: list[str] = []
@@ -141,6 +145,7 @@ class ImageTextDataModule(L.LightningDataModule):
             shuffle_buffer=self.shuffle_buffer,
             seed=self.seed,
             batches_per_worker=num_batches,  # an upper bound; the loader stops at num_batches
+            captions=self.captions,
         )
         return self._loader(pipeline, self.tallies["train"], num_batches, self.train_shards)
 

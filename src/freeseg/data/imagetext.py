@@ -175,9 +175,15 @@ def check_shards(urls: Iterable[str]) -> None:
 
 
 def decode_sample(
-    sample: dict[str, Any], transform: Callable[[Image.Image], torch.Tensor]
+    sample: dict[str, Any],
+    transform: Callable[[Image.Image], torch.Tensor],
+    captions: bool = True,
 ) -> dict[str, Any] | Skip:
-    """Raw webdataset sample → ``{"image": (3, S, S) float, "caption": str, "key": str}`` or Skip."""
+    """Raw webdataset sample → ``{"image": (3, S, S) float, "caption": str, "key": str}`` or Skip.
+
+    With ``captions=False`` (images alone, for self-supervised pretraining) the caption is not
+    read and may be missing: ``"caption"`` is then ``""``.
+    """
     if isinstance(sample, Skip):  # a shard's lost samples (ShardLosses), passed on
         return sample
     key = str(sample.get("__key__", "?"))
@@ -185,14 +191,16 @@ def decode_sample(
     image_ext = next((ext for ext in IMAGE_EXTENSIONS if ext in fields), None)
     if image_ext is None:
         return Skip(key, "no image (.jpg/.jpeg/.png/.webp)")
-    if "txt" not in fields:
-        return Skip(key, "missing .txt caption")
-    try:
-        caption = fields["txt"].decode("utf-8").strip()
-    except UnicodeDecodeError:
-        return Skip(key, "caption is not UTF-8")
-    if not caption:
-        return Skip(key, "empty caption")
+    caption = ""
+    if captions:
+        if "txt" not in fields:
+            return Skip(key, "missing .txt caption")
+        try:
+            caption = fields["txt"].decode("utf-8").strip()
+        except UnicodeDecodeError:
+            return Skip(key, "caption is not UTF-8")
+        if not caption:
+            return Skip(key, "empty caption")
     try:
         with Image.open(io.BytesIO(fields[image_ext])) as img:
             image = img.convert("RGB")  # forces the full decode, so truncation surfaces here
@@ -381,6 +389,7 @@ def build_imagetext_pipeline(
     shuffle_buffer: int = 0,
     seed: int = 0,
     batches_per_worker: int | None = None,
+    captions: bool = True,
 ) -> wds.DataPipeline:
     """Shards → batches, split across nodes (``split_by_node``) and DataLoader workers.
 
@@ -389,6 +398,7 @@ def build_imagetext_pipeline(
         shuffle_buffer: sample shuffle buffer; 0 = no shuffle (shard order shuffled neither).
         batches_per_worker: None = one pass over this worker's shards; else cycle the shards
             and stop after this many batches (use with :class:`ImageTextLoader`'s ``num_batches``).
+        captions: False reads the images alone (see `decode_sample`).
 
     Returns:
         An IterableDataset of batch dicts (see :class:`ImageTextCollate`), to be loaded with
@@ -407,7 +417,7 @@ def build_imagetext_pipeline(
     dataset = dataset.compose(losses.markers)
     if shuffle_buffer > 0:
         dataset = dataset.compose(partial(reseeded_shuffle, bufsize=shuffle_buffer, seed=seed))
-    dataset = dataset.map(partial(decode_sample, transform=transform))
+    dataset = dataset.map(partial(decode_sample, transform=transform, captions=captions))
     if batches_per_worker is not None:
         dataset = dataset.compose(cycling.count_decoded)
     dataset = dataset.compose(partial(batch_with_skips, batch_size=batch_size, collate=collate))

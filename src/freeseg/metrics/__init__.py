@@ -1,6 +1,7 @@
-"""torchmetrics metrics of FreeSeg: mAP, matched IoU (mMIoU) and mIoU (DDP-safe states)."""
+"""torchmetrics metrics of FreeSeg: mAP, matched IoU (mMIoU), mIoU and the attention fit of an encoder (DDP-safe states)."""
 
+from freeseg.metrics.attention import AttentionFit
 from freeseg.metrics.classification import MultiLabelAP
 from freeseg.metrics.segmentation import MatchedIoU, MeanIoU
 
-__all__ = ["MatchedIoU", "MeanIoU", "MultiLabelAP"]
+__all__ = ["AttentionFit", "MatchedIoU", "MeanIoU", "MultiLabelAP"]

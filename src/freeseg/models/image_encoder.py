@@ -348,24 +348,41 @@ class FrozenViT(nn.Module):
             `EncoderOutput` with cls_token (B, C), patch_tokens (B, h*w, C), attn (B, h*w) and
             grid (h, w) = (H / patch_size, W / patch_size).
         """
-        if images.ndim != 4 or images.shape[1] != self.vit.in_chans:
-            raise ValueError(
-                f"images must be (B, {self.vit.in_chans}, H, W), got shape {tuple(images.shape)}"
-            )
-        grid = tuple(self.vit.patch_embed.dynamic_feat_size(tuple(images.shape[-2:])))
-        last_attn = cast(Attention, self.vit.blocks[-1].attn)
-        captured: list[torch.Tensor] = []
-        handle = last_attn.qkv.register_forward_hook(lambda _m, _i, out: captured.append(out))
-        try:
-            tokens = self.vit.forward_features(images)  # (B, prefix + N, C)
-        finally:
-            handle.remove()
-        prefix = self.vit.num_prefix_tokens
-        attn = cls_attention_from_qkv(last_attn, captured[-1].float()).mean(dim=1)[:, prefix:]
-        attn = attn / attn.amax(dim=-1, keepdim=True).clamp_min(torch.finfo(attn.dtype).tiny)
-        return EncoderOutput(
-            cls_token=tokens[:, 0],
-            patch_tokens=tokens[:, prefix:],
-            attn=attn,
-            grid=(int(grid[0]), int(grid[1])),
+        return encode_with_attention(self.vit, images)
+
+
+def encode_with_attention(vit: VisionTransformer, images: torch.Tensor) -> EncoderOutput:
+    """Class token, patch tokens and A of a timm ViT in one forward pass (see `FrozenViT`).
+
+    A is the last block's class-token query row, softmax over all tokens, averaged over
+    heads, restricted to the patch columns and max-normalised per image. Gradients flow as
+    the caller's autograd mode says (`FrozenViT.forward` runs it under ``no_grad``).
+
+    Args:
+        vit: timm `VisionTransformer` with a class token and a fused-qkv last block.
+        images: (B, 3, H, W) normalised; H, W multiples of the patch size.
+
+    Returns:
+        `EncoderOutput`.
+    """
+    if images.ndim != 4 or images.shape[1] != vit.in_chans:
+        raise ValueError(
+            f"images must be (B, {vit.in_chans}, H, W), got shape {tuple(images.shape)}"
         )
+    grid = tuple(vit.patch_embed.dynamic_feat_size(tuple(images.shape[-2:])))
+    last_attn = cast(Attention, vit.blocks[-1].attn)
+    captured: list[torch.Tensor] = []
+    handle = last_attn.qkv.register_forward_hook(lambda _m, _i, out: captured.append(out))
+    try:
+        tokens = vit.forward_features(images)  # (B, prefix + N, C)
+    finally:
+        handle.remove()
+    prefix = vit.num_prefix_tokens
+    attn = cls_attention_from_qkv(last_attn, captured[-1].float()).mean(dim=1)[:, prefix:]
+    attn = attn / attn.amax(dim=-1, keepdim=True).clamp_min(torch.finfo(attn.dtype).tiny)
+    return EncoderOutput(
+        cls_token=tokens[:, 0],
+        patch_tokens=tokens[:, prefix:],
+        attn=attn,
+        grid=(int(grid[0]), int(grid[1])),
+    )

@@ -8,6 +8,7 @@ it needs and ignores batches that lack them, so one callback list serves every s
   :class:`MatchedIoUCallback`
 - ``"pred"`` (or another key) list of ``(H, W)`` class maps and ``"target"`` →
   :class:`MeanIoUCallback`
+- ``"attn"`` ``(B, h*w)``, ``"grid"`` ``(h, w)`` and ``"target"`` → :class:`AttentionFitCallback`
 
 Each logs once per epoch under ``val/…`` or ``test/…``. The metrics are DDP-safe
 torchmetrics states; ``compute()`` synchronises them across ranks.
@@ -23,7 +24,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info
 from torchmetrics import Metric
 
-from freeseg.metrics import MatchedIoU, MeanIoU, MultiLabelAP
+from freeseg.metrics import AttentionFit, MatchedIoU, MeanIoU, MultiLabelAP
 
 
 def _num_classes(pl_module: pl.LightningModule) -> int:
@@ -162,3 +163,34 @@ class MeanIoUCallback(_MetricCallback):
     def report(self, metric: Metric) -> dict[str, float]:
         self.per_class = metric.per_class().detach().cpu()  # type: ignore[operator]
         return {self.name: float(metric.compute())}
+
+
+class AttentionFitCallback(_MetricCallback):
+    """A's share of mass on object pixels and Jaccard of its 60 %-mass mask (DINO's measure).
+
+    Reads the frozen (or exported) encoder's class-token attention: is it a fit stand-in for
+    DINO's before any ICLIP training? Logs ``A_mass_fg`` and ``A_jaccard``.
+
+    Args:
+        mass: fraction of A's mass kept by the mask.
+    """
+
+    def __init__(self, mass: float = 0.6) -> None:
+        super().__init__()
+        self.mass = mass
+
+    def build(self, pl_module: pl.LightningModule) -> Metric:
+        return AttentionFit(mass=self.mass)
+
+    def feed(self, metric: Metric, outputs: dict[str, Any]) -> None:
+        if not all(k in outputs for k in ("attn", "grid", "target")):
+            return
+        targets = outputs["target"]
+        if isinstance(targets, torch.Tensor) and targets.ndim == 3:
+            metric.update(outputs["attn"], outputs["grid"], targets)
+            return
+        for attn, target in zip(outputs["attn"], targets, strict=True):  # original sizes differ
+            metric.update(attn[None], outputs["grid"], target[None])
+
+    def report(self, metric: Metric) -> dict[str, float]:
+        return {k: float(v) for k, v in metric.compute().items()}

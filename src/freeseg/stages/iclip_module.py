@@ -184,14 +184,6 @@ class ICLIPModule(pl.LightningModule):
         parts = [sliding_window_maps(im[None], self.dense_predict, window, stride) for im in images]
         return torch.cat([p[0] for p in parts]), [p[1][0] for p in parts]
 
-    def records_with_tokens(
-        self, images: torch.Tensor
-    ) -> tuple[torch.Tensor, list[torch.Tensor], torch.Tensor | None]:
-        """One pass → scores ``(B, C)``, raw maps ``(C, h, w)``, tokens X_{1:} ``(B, N, D)``."""
-        enc: EncoderOutput = self.model.encode_image(images)
-        scores, raw = self._maps(enc)
-        return scores, list(raw), self.model.dense_tokens(enc, self.model.mask_at_inference)
-
     def stage1_settings(self) -> dict[str, Any]:
         """What a stage-1 record depends on besides the weights and the input size."""
         keys = ("sliding_window", "window", "stride")
@@ -202,15 +194,26 @@ class ICLIPModule(pl.LightningModule):
         }
 
     def _eval_step(self, batch: dict[str, Any]) -> dict[str, Any]:
-        if self.baselines:  # the Table-6 baselines also need the dense tokens
-            scores, raw, tokens = self.records_with_tokens(batch["image"])
+        extra: dict[str, Any] = {}
+        if self.baselines or not self.hparams.get("sliding_window", False):
+            # one encoder pass: maps, A (for the encoder's attention fit) and, for the Table-6
+            # baselines, the dense tokens
+            enc: EncoderOutput = self.model.encode_image(batch["image"])
+            scores, raw_bchw = self._maps(enc)
+            raw = list(raw_bchw)
+            tokens = (
+                self.model.dense_tokens(enc, self.model.mask_at_inference)
+                if self.baselines
+                else None
+            )
+            extra = {"attn": enc.attn, "grid": enc.grid}
         else:
             (scores, raw), tokens = self.dense_records(batch["image"]), None
         masks = [m.long() for m in batch["mask"]]
         itsm = [self.itsm_at(r, tuple(m.shape)) for r, m in zip(raw, masks, strict=True)]
         labels = image_labels(masks, self.num_classes)
         self.stage1.add(scores, raw, masks, batch["image"], tokens)
-        return {"scores": scores, "labels": labels, "itsm": itsm, "target": masks}
+        return {"scores": scores, "labels": labels, "itsm": itsm, "target": masks, **extra}
 
     def _start_eval(self) -> None:
         self._text = None

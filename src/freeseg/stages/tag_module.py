@@ -22,7 +22,7 @@ from torch import nn
 
 from freeseg.data.atomic import atomic_path
 from freeseg.data.classes import load_classes
-from freeseg.models.image_encoder import create_vit
+from freeseg.models.image_encoder import create_vit, encode_with_attention
 from freeseg.models.tokenizer import ClipTokenizer
 from freeseg.ops.labels import image_labels
 from freeseg.stages.schedules import warmup_cosine
@@ -153,9 +153,18 @@ class TagPretrainModule(pl.LightningModule):
         return torch.stack(cols, 1)
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
+        """Tag scores of the class names, and A (for the attention fit), in one pass."""
         masks = [m.long() for m in batch["mask"]]
-        scores = self.class_scores(self(batch["image"]))
-        return {"scores": scores, "labels": image_labels(masks, self.num_classes)}
+        enc = encode_with_attention(self.vit, batch["image"])
+        scores = self.class_scores(self.head(enc.cls_token))
+        labels = image_labels(masks, self.num_classes)
+        return {
+            "scores": scores,
+            "labels": labels,
+            "attn": enc.attn,
+            "grid": enc.grid,
+            "target": masks,
+        }
 
     def configure_optimizers(self) -> Any:
         optimizer = torch.optim.AdamW(
