@@ -30,7 +30,7 @@ from freeseg.ops.pseudo_labels import PartialLabelConfig, resize_itsm, score_bou
 from freeseg.ops.sliding import sliding_window_maps
 from freeseg.stages.distributed import reduce_bounds
 from freeseg.stages.reports import report_stage1
-from freeseg.stages.schedules import warmup_cosine
+from freeseg.stages.schedules import schedule_steps, warmup_cosine
 from freeseg.stages.stage1_eval import Stage1Evaluation
 
 
@@ -143,8 +143,7 @@ class ICLIPModule(pl.LightningModule):
         )
         if self.hparams["scheduler"] == "constant":
             return optimizer
-        total = max(1, int(self.trainer.estimated_stepping_batches))
-        cosine = warmup_cosine(optimizer, total, warmup_steps=0)
+        cosine = warmup_cosine(optimizer, schedule_steps(self.trainer), warmup_steps=0)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": cosine, "interval": "step"}}
 
     # -------------------------------------------------------------- evaluation

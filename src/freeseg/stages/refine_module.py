@@ -31,7 +31,7 @@ from freeseg.ops.crf import dense_crf_batch, to_uint8_image
 from freeseg.ops.losses import partial_pixel_loss
 from freeseg.stages.callbacks import MeanIoUCallback
 from freeseg.stages.reports import Panel, iou_report, log_dir, save_figure
-from freeseg.stages.schedules import poly
+from freeseg.stages.schedules import poly, schedule_steps
 from freeseg.stages.stage1_eval import denormalize
 
 FIGURE_ROWS = 6  # test images shown in the stage-2 figure (the first ones of rank 0)
@@ -80,7 +80,7 @@ class RefineModule(pl.LightningModule):
             against the datamodule's ``partial_pixel`` when it has one.
         loss_normalize: Eq. 10's mean over all pixels (``all``) or over credible ones.
         lr, momentum, weight_decay: SGD (paper: 0.01, 0.9, 5e-4).
-        poly_power: poly schedule power over ``trainer.estimated_stepping_batches``.
+        poly_power: poly schedule power over the run's steps (:func:`~freeseg.stages.schedules.schedule_steps`).
         crf: also return dense-CRF labels ``pred_crf`` in validation and test.
         crf_params: keyword settings of :func:`~freeseg.ops.crf.dense_crf`.
         crf_workers: CRF processes.
@@ -269,6 +269,5 @@ class RefineModule(pl.LightningModule):
             momentum=self.hparams["momentum"],
             weight_decay=self.hparams["weight_decay"],
         )
-        total = max(1, int(self.trainer.estimated_stepping_batches))
-        schedule = poly(optimizer, total, self.hparams["poly_power"])
+        schedule = poly(optimizer, schedule_steps(self.trainer), self.hparams["poly_power"])
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
