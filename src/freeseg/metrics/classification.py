@@ -73,7 +73,7 @@ class MultiLabelAP(Metric):
             return self._per_class()
 
     def _per_class(self) -> Tensor:
-        if not self.scores:
+        if len(self.scores) == 0:  # a list of batches, or one tensor once synchronised
             return torch.full((self.num_classes,), float("nan"))
         scores, labels = dim_zero_cat(self.scores), dim_zero_cat(self.labels)
         # torchmetrics applies a sigmoid to scores outside [0, 1]; in float32 it saturates and
