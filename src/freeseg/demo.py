@@ -18,9 +18,10 @@ import numpy as np
 
 from freeseg.cli import main as freeseg
 from freeseg.data.atomic import atomic_write_text
+from freeseg.shipped import config_dir
 from freeseg.stages.reports import load_figure, save_figure
 
-CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+CONFIGS = config_dir()
 
 
 def _stage(name: str, done: Path, run: Callable[[], None], timings: dict[str, float]) -> None:
