@@ -103,6 +103,7 @@ def partial_pixel_loss(
     weight: Tensor,
     ignore_index: int = 255,
     normalize: PixelNormalize = "all",
+    validate_args: bool = True,
 ) -> Tensor:
     """Cross-entropy restricted to credible pixels (partial pixel strategy).
 
@@ -120,6 +121,8 @@ def partial_pixel_loss(
         weight: ``(B, H, W)`` bool (or float in [0, 1]) credibility mask W.
         ignore_index: label value to skip.
         normalize: ``"all"`` or ``"weight"``.
+        validate_args: check label values (a host synchronisation on a GPU); shapes are
+            always checked.
 
     Returns:
         0-d float tensor >= 0 (0 when no pixel is credible, never NaN).
@@ -138,7 +141,7 @@ def partial_pixel_loss(
         raise ValueError(f"normalize must be 'all' or 'weight', got {normalize!r}")
     target = target.long()
     valid = target != ignore_index
-    if bool((valid & ((target < 0) | (target >= k))).any()):
+    if validate_args and bool((valid & ((target < 0) | (target >= k))).any()):
         raise ValueError(f"target values must be in [0, {k}) or ignore_index={ignore_index}")
     pixel_loss = F.cross_entropy(logits, target, ignore_index=ignore_index, reduction="none")
     credible = weight.to(pixel_loss.dtype) * valid.to(pixel_loss.dtype)

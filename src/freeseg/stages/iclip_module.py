@@ -47,6 +47,8 @@ class ICLIPModule(pl.LightningModule):
         gather_features: under DDP, every rank's features are the negatives of the InfoNCE
             (GroupViT, open_clip; a total batch of 512 gives 512 negatives); ``False``: each
             rank's own batch only.
+        validate_args: value checks of the metrics' inputs (host synchronisations); off for
+            speed.
         context_length: text length in tokens (CLIP: 77).
         strict, loose: t_s and t_l of Eq. 8 on calibrated scores (paper 0.8, 0.6).
         background: t, the background map B of Eq. 7 (paper 0.5).
@@ -72,6 +74,7 @@ class ICLIPModule(pl.LightningModule):
         weight_decay: NonNegativeFloat = 0.05,
         scheduler: Literal["cosine", "constant"] = "cosine",
         gather_features: bool = True,
+        validate_args: bool = True,
         context_length: PositiveInt = 77,
         strict: ClosedUnitInterval = 0.8,
         loose: ClosedUnitInterval = 0.6,
