@@ -34,6 +34,16 @@ TOOL_COMMANDS: dict[str, tuple[str, str, str]] = {
         "convert_coco_stuff_to_object",
         "convert COCO-Stuff-164k label PNGs to COCO-Object (81 classes)",
     ),
+    "bench": (
+        "freeseg.bench",
+        "bench",
+        "time the stage-1 mask against the bare encoder forward, K-means and a stage-0 step",
+    ),
+    "configs": (
+        "freeseg.shipped",
+        "print_configs",
+        "print the paths of the shipped configs (for --config)",
+    ),
     "segment": (
         "freeseg.segment",
         "segment_images",

@@ -18,11 +18,12 @@ import numpy as np
 
 from freeseg.cli import main as freeseg
 from freeseg.data.atomic import atomic_write_bytes, atomic_write_text
+from freeseg.shipped import config_dir, shipped_encoder
 from freeseg.stages.reports import load_figure, save_figure
 
-CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+CONFIGS = config_dir()
 # The stand-in for DINO's weights on the generated world, made by `make encoder`.
-SHIPPED_ENCODER = Path(__file__).resolve().parents[2] / "weights/freeseg_synth_vit.pth"
+SHIPPED_ENCODER = shipped_encoder()
 # Stage-0a recipes: config, and whether it reads the class names (for its validation mAP).
 ENCODER_RECIPES = {
     "tags": ("synthetic/encoder.yaml", True),  # caption tags + patch dropout (shipped)

@@ -13,6 +13,8 @@ import shlex
 import subprocess
 import sys
 
+from freeseg.shipped import shipped_config
+
 README = "README.md, section 'Real data: reproducing the paper'"
 NEEDS = {
     "GCC3M": "GCC3M image-caption shards in img2dataset's webdataset layout (a brace pattern)",
@@ -61,11 +63,11 @@ def commands(env: dict[str, str], dataset: str, runs: str = "runs/paper") -> lis
     """The ``freeseg`` command lines of the whole chain, in order."""
     d = DATASETS[dataset]
     root = env.get(d["root"], f"${d['root']}")
-    iclip = ["--config", "configs/iclip_dense.yaml"]
+    iclip = ["--config", str(shipped_config("iclip_dense.yaml"))]
     stage0 = f"{runs}/iclip"
     ckpt = f"{stage0}/logs/version_0/checkpoints/last.ckpt"
     pseudo_dir = f"{runs}/{d['pseudo']}/masks"
-    refine = ["--config", f"configs/{d['refine']}.yaml"]
+    refine = ["--config", str(shipped_config(f"{d['refine']}.yaml"))]
     refine_ckpt = f"{runs}/{d['refine']}/logs/version_0/checkpoints/last.ckpt"
     data_refine = [
         f"--data.init_args.root={root}",
@@ -83,7 +85,7 @@ def commands(env: dict[str, str], dataset: str, runs: str = "runs/paper") -> lis
             "--trainer.logger.init_args.version=0",
             f"--trainer.logger.init_args.save_dir={stage0}",
         ],
-        ["freeseg", "predict", *iclip, "--config", f"configs/{d['pseudo']}.yaml"]
+        ["freeseg", "predict", *iclip, "--config", str(shipped_config(f"{d['pseudo']}.yaml"))]
         + [f"--ckpt_path={ckpt}", f"--data.init_args.root={root}"]
         + [f"--data.init_args.pseudo_dir={pseudo_dir}"],
         ["freeseg", "fit", *refine, *data_refine]

@@ -196,3 +196,35 @@ def test_mean_std_and_argument_errors():
         FrozenViT(NAME, checkpoint="x.pth", hub_pretrained=True)
     with pytest.raises(ValueError, match="images must be"):
         enc(torch.zeros(2, 1, 32, 32))
+
+
+def _normalised(rgb: torch.Tensor, mean, std) -> torch.Tensor:
+    return (rgb - torch.tensor(mean)[:, None, None]) / torch.tensor(std)[:, None, None]
+
+
+def test_encoder_feeds_its_weights_their_own_normalisation(tmp_path):
+    """The data path normalises with ImageNet's statistics; an encoder whose pretrained config
+    says otherwise (timm's augreg ViT-Tiny: mean = std = 0.5) must see its own."""
+    torch.save(_dino_state_dict(_timm_vit()), tmp_path / "w.pth")
+    enc = FrozenViT(NAME, img_size=32, checkpoint=str(tmp_path / "w.pth"), model_kwargs=TINY)
+    assert enc.input_mean_std == ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+    rgb = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    got = enc(_normalised(rgb, IMAGENET_MEAN, IMAGENET_STD)).cls_token
+    expected = enc.vit.forward_features(_normalised(rgb, (0.5,) * 3, (0.5,) * 3))[:, 0]
+    assert torch.allclose(got, expected, atol=1e-5)
+    # weights trained on the data path itself (stage 0a) keep ImageNet's statistics
+    same = FrozenViT(
+        NAME,
+        img_size=32,
+        checkpoint=str(tmp_path / "w.pth"),
+        model_kwargs=TINY,
+        input_stats="imagenet",
+    )
+    plain = _normalised(rgb, IMAGENET_MEAN, IMAGENET_STD)
+    assert torch.equal(same(plain).cls_token, same.vit.forward_features(plain)[:, 0])
+
+
+def test_dino_and_random_weights_need_no_renormalisation():
+    assert not FrozenViT("vit_base_patch8_224.dino", img_size=32, model_kwargs=TINY).renormalize
+    assert not FrozenViT(NAME, img_size=32, model_kwargs=TINY).renormalize  # random: auto
+    assert FrozenViT(NAME, img_size=32, model_kwargs=TINY, input_stats="pretrained").renormalize

@@ -198,3 +198,28 @@ def test_multilabel_ap_bad_inputs() -> None:
         metric.update(torch.rand(3, 3), torch.zeros(3, 3))
     with pytest.raises(ValueError, match="labels must be"):
         metric.update(torch.rand(3, 2), torch.full((3, 2), 2))
+
+
+def test_validate_args_false_skips_the_value_checks_but_not_the_counting():
+    """As torchmetrics' ``validate_args``: the value checks (host syncs) can be turned off."""
+    from freeseg.metrics import MeanIoU, MultiLabelAP
+    from freeseg.ops.losses import partial_pixel_loss
+
+    bad = torch.tensor([[[0, 1], [5, 255]]])  # 5 is out of range for 3 classes
+    pred = torch.tensor([[[0, 1], [2, 2]]])
+    with pytest.raises(ValueError):
+        MeanIoU(3).update(pred, bad)
+    fast = MeanIoU(3, validate_args=False)
+    fast.update(pred, torch.tensor([[[0, 1], [2, 255]]]))
+    assert fast.confmat.tolist() == [[1, 0, 0], [0, 1, 0], [0, 0, 1]]  # counted by hand
+    with pytest.raises(ValueError):
+        MultiLabelAP(2).update(torch.zeros(1, 2), torch.tensor([[2, 0]]))
+    MultiLabelAP(2, validate_args=False).update(torch.zeros(1, 2), torch.tensor([[2, 0]]))
+    logits = torch.zeros(1, 3, 2, 2)
+    weight = torch.ones(1, 2, 2)
+    with pytest.raises(ValueError):
+        partial_pixel_loss(logits, bad, weight)
+    good = torch.tensor([[[0, 1], [2, 255]]])
+    expected = 3 * math.log(3) / 4  # three credible pixels of uniform logits, over all four
+    loss = partial_pixel_loss(logits, good, weight, validate_args=False)
+    assert float(loss) == pytest.approx(expected)

@@ -57,6 +57,33 @@ def test_first_stage_matches_numpy_over_a_handmade_dataset() -> None:
         assert out.labels.nonzero().flatten().tolist() == chosen
 
 
+@pytest.mark.parametrize("background", [0.5, 0.0, 1.0])
+def test_first_stage_resizing_only_p_equals_resizing_every_map(background) -> None:
+    """Eq. 7/9 from the maps of P only: the same bytes as from all 21 maps, zeros outside P."""
+    from freeseg.ops.labels import (
+        calibrate_with,
+        partial_label_segmentation,
+        partial_pixel_weights,
+        select_labels,
+    )
+
+    gen = torch.Generator().manual_seed(0)
+    cfg = PartialLabelConfig(background=background)
+    for _ in range(8):
+        raw = torch.randn(21, 7, 7, generator=gen).half()
+        raw[3] = 1.0  # a constant map
+        scores = torch.randn(21, generator=gen)
+        lo, hi = scores - torch.rand(21, generator=gen) * 2, scores + torch.rand(21, generator=gen)
+        out = first_stage(raw, scores, lo, hi, (37, 29), cfg)
+        # the whole formulation: every map resized, M̂ zero outside P
+        labels = select_labels(calibrate_with(scores[None], lo, hi), cfg.strict, cfg.loose)
+        maps = resize_itsm(raw, (37, 29))[None]
+        seg = partial_label_segmentation(maps, labels, background)[0]
+        credible = partial_pixel_weights(maps, labels, background, cfg.delta)[0]
+        assert torch.equal(out.labels, labels[0])
+        assert torch.equal(out.seg, seg) and torch.equal(out.credible, credible)
+
+
 def test_argmax_strategy_keeps_every_class_and_partial_pixel_off_keeps_every_pixel() -> None:
     raw = torch.rand(4, 6, 6)
     lo, hi = torch.zeros(4), torch.ones(4)

@@ -20,6 +20,7 @@ from freeseg.data.imagetext import (
     count_samples,
     expand_shards,
 )
+from freeseg.data.samplers import eval_sampler
 from freeseg.data.segsets import (
     COCOObjectSegmentation,
     ImageFolderSet,
@@ -271,10 +272,14 @@ class SegmentationDataModule(L.LightningDataModule):
         if role not in self.sets:
             raise RuntimeError(f"call setup() for the {role} set before its dataloader")
         train = role == "train"
+        # val/test under DDP: each image once (Lightning's sampler would pad with repeats);
+        # predict keeps Lightning's own unrepeated sampler
+        sampler = eval_sampler(self.sets[role]) if role in ("val", "test") else None
         return DataLoader(
             self.sets[role],
             batch_size=self.batch_size,
             shuffle=train,
+            sampler=sampler,
             drop_last=train,
             num_workers=self.num_workers,
             collate_fn=partial(collate_segmentation, stack_masks=train),

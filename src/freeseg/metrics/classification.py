@@ -31,11 +31,12 @@ class MultiLabelAP(Metric):
     scores: list[Tensor]
     labels: list[Tensor]
 
-    def __init__(self, num_classes: int) -> None:
+    def __init__(self, num_classes: int, validate_args: bool = True) -> None:
         super().__init__()
         if num_classes < 1:
             raise ValueError(f"num_classes must be >= 1, got {num_classes}")
         self.num_classes = num_classes
+        self.validate_args = validate_args  # value checks sync the host, as in torchmetrics
         self.add_state("scores", default=[], dist_reduce_fx="cat")
         self.add_state("labels", default=[], dist_reduce_fx="cat")
 
@@ -58,7 +59,11 @@ class MultiLabelAP(Metric):
                 f"labels must have the shape of scores {tuple(scores.shape)}, "
                 f"got {tuple(labels.shape)}"
             )
-        if labels.dtype != torch.bool and bool(((labels != 0) & (labels != 1)).any()):
+        if (
+            self.validate_args
+            and labels.dtype != torch.bool
+            and bool(((labels != 0) & (labels != 1)).any())
+        ):
             raise ValueError("labels must be bool or take values in {0, 1}")
         self.scores.append(scores.detach().double())
         self.labels.append(labels.detach().to(torch.long))
@@ -73,7 +78,7 @@ class MultiLabelAP(Metric):
             return self._per_class()
 
     def _per_class(self) -> Tensor:
-        if not self.scores:
+        if len(self.scores) == 0:  # a list of batches, or one tensor once synchronised
             return torch.full((self.num_classes,), float("nan"))
         scores, labels = dim_zero_cat(self.scores), dim_zero_cat(self.labels)
         # torchmetrics applies a sigmoid to scores outside [0, 1]; in float32 it saturates and

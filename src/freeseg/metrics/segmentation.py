@@ -28,12 +28,15 @@ class MeanIoU(Metric):
     higher_is_better = True
     confmat: Tensor
 
-    def __init__(self, num_classes: int, ignore_index: int = 255) -> None:
+    def __init__(
+        self, num_classes: int, ignore_index: int = 255, validate_args: bool = True
+    ) -> None:
         super().__init__()
         if num_classes < 1:
             raise ValueError(f"num_classes must be >= 1, got {num_classes}")
         self.num_classes = num_classes
         self.ignore_index = ignore_index
+        self.validate_args = validate_args  # value checks sync the host, as in torchmetrics
         # confmat[g, p]: pixels with target g predicted as p.
         zeros = torch.zeros(num_classes, num_classes, dtype=torch.long)
         self.add_state("confmat", default=zeros, dist_reduce_fx="sum")
@@ -55,10 +58,10 @@ class MeanIoU(Metric):
             )
         k = self.num_classes
         pred, target = pred.long(), target.long()
-        if pred.numel() and bool(((pred < 0) | (pred >= k)).any()):
+        if self.validate_args and pred.numel() and bool(((pred < 0) | (pred >= k)).any()):
             raise ValueError(f"pred values must be in [0, num_classes={k})")
         valid = target != self.ignore_index
-        if bool((valid & ((target < 0) | (target >= k))).any()):
+        if self.validate_args and bool((valid & ((target < 0) | (target >= k))).any()):
             raise ValueError(
                 f"target values must be in [0, num_classes={k}) or ignore_index={self.ignore_index}"
             )
@@ -123,7 +126,11 @@ class MatchedIoU(Metric):
     thresholds: Tensor
 
     def __init__(
-        self, num_classes: int, thresholds: Tensor | None = None, ignore_index: int = 255
+        self,
+        num_classes: int,
+        thresholds: Tensor | None = None,
+        ignore_index: int = 255,
+        validate_args: bool = True,
     ) -> None:
         super().__init__()
         if num_classes < 1:
@@ -133,6 +140,7 @@ class MatchedIoU(Metric):
             raise ValueError(f"thresholds must be a non-empty 1-D tensor, got {tuple(thr.shape)}")
         self.num_classes = num_classes
         self.ignore_index = ignore_index
+        self.validate_args = validate_args  # value checks sync the host, as in torchmetrics
         self.register_buffer("thresholds", thr.float().sort().values, persistent=False)
         n_thr = thr.numel()
         self.add_state(
@@ -150,6 +158,8 @@ class MatchedIoU(Metric):
                 f"target must have shape (B, H, W)={(itsm.shape[0], *itsm.shape[2:])}, "
                 f"got {tuple(target.shape)}"
             )
+        if not self.validate_args:
+            return
         valid = target != self.ignore_index
         if bool((valid & ((target < 0) | (target > self.num_classes))).any()):
             raise ValueError(

@@ -15,6 +15,7 @@ from typing import Any, Literal, NamedTuple, cast
 
 import timm
 import torch
+from timm.data import resolve_model_data_config
 from timm.layers import Attention, resample_abs_pos_embed
 from timm.models import get_pretrained_cfg
 from timm.models.vision_transformer import VisionTransformer
@@ -269,6 +270,7 @@ class FrozenViT(nn.Module):
         hub_pretrained: bool = False,
         stem: Literal["patch", "conv"] = "patch",
         model_kwargs: dict | None = None,
+        input_stats: Literal["auto", "pretrained", "imagenet"] = "auto",
     ) -> None:
         """Build the ViT and load its weights.
 
@@ -286,6 +288,13 @@ class FrozenViT(nn.Module):
                 trained from scratch).
             model_kwargs: Extra timm `VisionTransformer` arguments, e.g. ``{"patch_size": 4,
                 "embed_dim": 128, "depth": 4, "num_heads": 4}``.
+            input_stats: the normalisation the weights expect. The data path always
+                normalises with ImageNet's statistics; the encoder maps that to its own
+                (an exact per-channel affine map). ``pretrained``: the model's pretrained
+                config (timm's ``resolve_model_data_config``: CLIP, ``augreg`` models...);
+                ``imagenet``: as given (weights trained on this project's data path, e.g.
+                stage 0a's); ``auto``: ``pretrained`` for a checkpoint or hub weights,
+                ``imagenet`` for random weights.
 
         Raises:
             ValueError: If both ``checkpoint`` and ``hub_pretrained`` are given, or
@@ -309,6 +318,16 @@ class FrozenViT(nn.Module):
             )
         if checkpoint is not None:
             load_vit_checkpoint(self.vit, checkpoint)
+        pretrained = checkpoint is not None or hub_pretrained
+        use_cfg = input_stats == "pretrained" or (input_stats == "auto" and pretrained)
+        mean, std = self.mean_std if use_cfg else (IMAGENET_MEAN, IMAGENET_STD)
+        self.input_mean_std = (mean, std)
+        # x_data = (rgb - m_in) / s_in → x_enc = (rgb - m) / s = x_data · s_in / s + (m_in - m) / s
+        scale = torch.tensor(IMAGENET_STD) / torch.tensor(std)
+        shift = (torch.tensor(IMAGENET_MEAN) - torch.tensor(mean)) / torch.tensor(std)
+        self.renormalize = (mean, std) != (IMAGENET_MEAN, IMAGENET_STD)
+        self.register_buffer("_in_scale", scale[:, None, None], persistent=False)
+        self.register_buffer("_in_shift", shift[:, None, None], persistent=False)
         self.vit.requires_grad_(False)
         self.train(False)
 
@@ -324,8 +343,8 @@ class FrozenViT(nn.Module):
 
     @property
     def mean_std(self) -> tuple[Triple, Triple]:
-        """Input normalisation ``(mean, std)`` from the model's pretrained config."""
-        return _cfg_mean_std(getattr(self.vit, "pretrained_cfg", None))
+        """Input normalisation ``(mean, std)`` of the model's pretrained config (timm)."""
+        return _cfg_mean_std(resolve_model_data_config(self.vit))
 
     def train(self, mode: bool = True) -> FrozenViT:
         """Ignore ``mode``: the encoder is frozen and always stays in eval mode."""
@@ -341,13 +360,19 @@ class FrozenViT(nn.Module):
         max 1 (the normalisation is ours; the paper only says "class-token attention").
 
         Args:
-            images: (B, 3, H, W) float, already normalised with `mean_std`; H, W multiples of
-                ``patch_size``.
+            images: (B, 3, H, W) float, normalised with ImageNet's statistics (the data
+                path's); mapped to ``input_mean_std`` first. H, W multiples of ``patch_size``.
 
         Returns:
             `EncoderOutput` with cls_token (B, C), patch_tokens (B, h*w, C), attn (B, h*w) and
             grid (h, w) = (H / patch_size, W / patch_size).
         """
+        if images.ndim != 4 or images.shape[1] != self.vit.in_chans:
+            raise ValueError(
+                f"images must be (B, {self.vit.in_chans}, H, W), got shape {tuple(images.shape)}"
+            )
+        if self.renormalize:
+            images = images * self._in_scale.to(images.dtype) + self._in_shift.to(images.dtype)
         return encode_with_attention(self.vit, images)
 
 
@@ -360,7 +385,7 @@ def encode_with_attention(vit: VisionTransformer, images: torch.Tensor) -> Encod
 
     Args:
         vit: timm `VisionTransformer` with a class token and a fused-qkv last block.
-        images: (B, 3, H, W) normalised; H, W multiples of the patch size.
+        images: (B, 3, H, W) normalised as the weights expect; H, W multiples of the patch size.
 
     Returns:
         `EncoderOutput`.

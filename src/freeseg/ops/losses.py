@@ -39,16 +39,31 @@ class LogitScale(nn.Module):
         return self.log_scale.clamp(max=self.max_log_scale).exp()
 
 
-def info_nce(img_emb: Tensor, txt_emb: Tensor, logit_scale: Tensor) -> Tensor:
-    """Symmetric InfoNCE (CLIP) loss over a batch of matching image-text pairs.
+def info_nce(
+    img_emb: Tensor,
+    txt_emb: Tensor,
+    logit_scale: Tensor,
+    all_img: Tensor | None = None,
+    all_txt: Tensor | None = None,
+    offset: int = 0,
+) -> Tensor:
+    """Symmetric InfoNCE (CLIP) loss of a batch of matching image-text pairs.
 
-    logits = scale · norm(img) · norm(txt)ᵀ;
-    L = (CE(logits, [0..B)) + CE(logitsᵀ, [0..B))) / 2.
+    logits = scale · norm(img) · norm(all_txt)ᵀ, logits' = scale · norm(txt) · norm(all_img)ᵀ;
+    L = (CE(logits, offset + [0..B)) + CE(logits', offset + [0..B))) / 2.
+
+    With ``all_img``/``all_txt`` the rows of every rank (see
+    :func:`freeseg.stages.distributed.gather_rows`), the mean of L over ranks is the loss of
+    the whole batch, all N rows as negatives (open_clip's ``local_loss``); without them the
+    batch is its own set of negatives.
 
     Args:
         img_emb: ``(B, D)`` float image embeddings (need not be normalised), B >= 1.
         txt_emb: ``(B, D)`` float text embeddings; row i matches image i.
         logit_scale: 0-d (or 1-element) float tensor, the temperature scale > 0.
+        all_img, all_txt: ``(N, D)`` embeddings of the whole batch, N >= B; rows
+            ``offset .. offset + B`` are ``img_emb``/``txt_emb``. Default: the local ones.
+        offset: index of this batch's first row in ``all_img``/``all_txt``.
 
     Returns:
         0-d float tensor, the loss (>= 0).
@@ -65,9 +80,21 @@ def info_nce(img_emb: Tensor, txt_emb: Tensor, logit_scale: Tensor) -> Tensor:
         )
     if logit_scale.numel() != 1:
         raise ValueError(f"logit_scale must be a scalar tensor, got {tuple(logit_scale.shape)}")
-    logits = logit_scale.reshape(()) * F.normalize(img_emb, dim=-1) @ F.normalize(txt_emb, dim=-1).T
-    target = torch.arange(img_emb.shape[0], device=img_emb.device)
-    return (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
+    all_img = img_emb if all_img is None else all_img
+    all_txt = txt_emb if all_txt is None else all_txt
+    b = img_emb.shape[0]
+    if all_img.shape != all_txt.shape or all_img.shape[1] != img_emb.shape[1]:
+        raise ValueError(
+            f"all_img and all_txt must both be (N, {img_emb.shape[1]}), "
+            f"got {tuple(all_img.shape)} and {tuple(all_txt.shape)}"
+        )
+    if not 0 <= offset <= all_img.shape[0] - b:
+        raise ValueError(f"offset must be in [0, {all_img.shape[0] - b}], got {offset}")
+    scale = logit_scale.reshape(())
+    logits_img = scale * F.normalize(img_emb, dim=-1) @ F.normalize(all_txt, dim=-1).T
+    logits_txt = scale * F.normalize(txt_emb, dim=-1) @ F.normalize(all_img, dim=-1).T
+    target = torch.arange(offset, offset + b, device=img_emb.device)
+    return (F.cross_entropy(logits_img, target) + F.cross_entropy(logits_txt, target)) / 2
 
 
 def partial_pixel_loss(
@@ -76,6 +103,7 @@ def partial_pixel_loss(
     weight: Tensor,
     ignore_index: int = 255,
     normalize: PixelNormalize = "all",
+    validate_args: bool = True,
 ) -> Tensor:
     """Cross-entropy restricted to credible pixels (partial pixel strategy).
 
@@ -93,6 +121,8 @@ def partial_pixel_loss(
         weight: ``(B, H, W)`` bool (or float in [0, 1]) credibility mask W.
         ignore_index: label value to skip.
         normalize: ``"all"`` or ``"weight"``.
+        validate_args: check label values (a host synchronisation on a GPU); shapes are
+            always checked.
 
     Returns:
         0-d float tensor >= 0 (0 when no pixel is credible, never NaN).
@@ -111,7 +141,7 @@ def partial_pixel_loss(
         raise ValueError(f"normalize must be 'all' or 'weight', got {normalize!r}")
     target = target.long()
     valid = target != ignore_index
-    if bool((valid & ((target < 0) | (target >= k))).any()):
+    if validate_args and bool((valid & ((target < 0) | (target >= k))).any()):
         raise ValueError(f"target values must be in [0, {k}) or ignore_index={ignore_index}")
     pixel_loss = F.cross_entropy(logits, target, ignore_index=ignore_index, reduction="none")
     credible = weight.to(pixel_loss.dtype) * valid.to(pixel_loss.dtype)

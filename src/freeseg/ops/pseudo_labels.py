@@ -85,7 +85,8 @@ class FirstStage:
         seg: ``(H, W)`` int64 Y_seg1, 0 = background, c + 1 = class c.
         credible: ``(H, W)`` bool W of Eq. 9 (all True when partial pixel is off).
         labels: ``(C,)`` bool label set P (all True for ``argmax``).
-        itsm: ``(C, H, W)`` float ITSM in [0, 1] at the output size.
+        itsm: ``(C, H, W)`` float ITSM in [0, 1] at the output size (from
+            :func:`first_stage` with ``pls``: only the maps of P, ``(|P|, H, W)``).
     """
 
     seg: Tensor
@@ -145,6 +146,11 @@ def first_stage(
 ) -> FirstStage:
     """Y_seg1 of one image (Eq. 7, with P from Eq. 8) and its credible pixels (Eq. 9).
 
+    With the ``pls`` strategy only the maps of the labels in P are resized to ``size``: Eq. 7
+    and Eq. 9 read M̂, which is 0 outside P, so the other maps never matter (P is usually one
+    to three classes of 21 or 81). The result equals :func:`first_stage_from_itsm` on every
+    map resized (the background B = t >= 0 wins every tie, as with the zero maps).
+
     Args:
         raw: ``(C, h, w)`` raw ITSM on the token grid.
         scores: ``(C,)`` zero-shot scores s of the image.
@@ -153,9 +159,35 @@ def first_stage(
         config: thresholds and switches.
 
     Returns:
-        :class:`FirstStage` at ``size``, on ``raw``'s device.
+        :class:`FirstStage` at ``size``, on ``raw``'s device; its ``itsm`` holds the maps of
+        P only (zeros elsewhere are not materialised): ``(|P|, H, W)``.
     """
-    return first_stage_from_itsm(resize_itsm(raw, size), scores, lo, hi, config)
+    if config.strategy != "pls":
+        return first_stage_from_itsm(resize_itsm(raw, size), scores, lo, hi, config)
+    if raw.ndim != 3 or scores.shape != raw.shape[:1]:
+        raise ValueError(
+            f"raw must be (C, h, w) and scores (C,), got {tuple(raw.shape)} and "
+            f"{tuple(scores.shape)}"
+        )
+    device = raw.device
+    calibrated = calibrate_with(
+        scores.float().to(device)[None], lo.float().to(device), hi.float().to(device)
+    )
+    labels = select_labels(calibrated, config.strict, config.loose)[0]  # (C,)
+    chosen = labels.nonzero().flatten()  # (P,)
+    if chosen.numel():
+        maps = resize_itsm(raw[chosen], size)[None]  # (1, P, H, W)
+    else:  # no label: all background (interpolate refuses 0 channels)
+        maps = torch.zeros((1, 0, *size), device=device)
+    keep = torch.ones(1, chosen.numel(), dtype=torch.bool, device=device)
+    local = partial_label_segmentation(maps, keep, config.background)[0]  # 0, or 1..P
+    class_ids = torch.cat([chosen.new_zeros(1), chosen + 1])
+    seg = class_ids[local]
+    if config.partial_pixel:
+        credible = partial_pixel_weights(maps, keep, config.background, config.delta)[0]
+    else:
+        credible = torch.ones(seg.shape, dtype=torch.bool, device=device)
+    return FirstStage(seg=seg, credible=credible, labels=labels, itsm=maps[0])
 
 
 def first_stage_from_itsm(

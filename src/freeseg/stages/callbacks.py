@@ -32,6 +32,11 @@ def _num_classes(pl_module: pl.LightningModule) -> int:
     return int(pl_module.num_classes)  # type: ignore[arg-type]
 
 
+def _validate_args(pl_module: pl.LightningModule) -> bool:
+    """The module's ``validate_args`` switch (value checks that sync the host), default on."""
+    return bool(getattr(pl_module, "hparams", {}).get("validate_args", True))
+
+
 def _prefix(trainer: pl.Trainer) -> str:
     return "test" if trainer.testing else "val"
 
@@ -102,7 +107,7 @@ class MultiLabelAPCallback(_MetricCallback):
     name = "mAP"
 
     def build(self, pl_module: pl.LightningModule) -> Metric:
-        return MultiLabelAP(num_classes=_num_classes(pl_module))
+        return MultiLabelAP(_num_classes(pl_module), validate_args=_validate_args(pl_module))
 
     def feed(self, metric: Metric, outputs: dict[str, Any]) -> None:
         if "scores" in outputs and "labels" in outputs:
@@ -124,7 +129,9 @@ class MatchedIoUCallback(_MetricCallback):
 
     def build(self, pl_module: pl.LightningModule) -> Metric:
         thresholds = None if self.thresholds is None else torch.tensor(self.thresholds)
-        return MatchedIoU(num_classes=_num_classes(pl_module), thresholds=thresholds)
+        return MatchedIoU(
+            _num_classes(pl_module), thresholds, validate_args=_validate_args(pl_module)
+        )
 
     def feed(self, metric: Metric, outputs: dict[str, Any]) -> None:
         if "itsm" not in outputs or "target" not in outputs:
@@ -152,7 +159,9 @@ class MeanIoUCallback(_MetricCallback):
         self.per_class: torch.Tensor | None = None
 
     def build(self, pl_module: pl.LightningModule) -> Metric:
-        return MeanIoU(num_classes=_num_classes(pl_module) + 1, ignore_index=255)
+        return MeanIoU(
+            _num_classes(pl_module) + 1, ignore_index=255, validate_args=_validate_args(pl_module)
+        )
 
     def feed(self, metric: Metric, outputs: dict[str, Any]) -> None:
         if self.key not in outputs or "target" not in outputs:

@@ -39,7 +39,7 @@ from freeseg.ops.self_distillation import (
     sinkhorn_teacher,
     update_center,
 )
-from freeseg.stages.schedules import warmup_cosine
+from freeseg.stages.schedules import schedule_steps, warmup_cosine
 from freeseg.stages.tag_module import caption_tags, tag_loss
 
 
@@ -151,20 +151,9 @@ class SelfDistillationModule(pl.LightningModule):
         if self.global_step < self.hparams["freeze_prototypes_steps"]:
             self.student["head"].prototypes.grad = None
 
-    def _total_steps(self) -> int:
-        total = self.trainer.estimated_stepping_batches
-        if not math.isfinite(total) or total < 1:
-            total = self.trainer.max_steps
-        if total is None or total < 1:
-            raise ValueError(
-                "the training length is unknown: set data.init_args.epoch_size (or "
-                "trainer.max_steps) so that the schedules know their length"
-            )
-        return int(total)
-
     def teacher_momentum(self) -> float:
         """m = 1 − (1 − ema)·(cos(π·step/total) + 1)/2 (DINO's cosine schedule to 1)."""
-        progress = min(1.0, self.global_step / self._total_steps())
+        progress = min(1.0, self.global_step / schedule_steps(self.trainer))
         return 1.0 - (1.0 - self.hparams["ema"]) * (math.cos(math.pi * progress) + 1) / 2
 
     @torch.no_grad()
@@ -191,7 +180,7 @@ class SelfDistillationModule(pl.LightningModule):
             ],
             lr=self.hparams["lr"],
         )
-        total = self._total_steps()
+        total = schedule_steps(self.trainer)
         schedule = warmup_cosine(optimizer, total, int(total * self.hparams["warmup_fraction"]))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 

@@ -28,9 +28,9 @@ from freeseg.ops.labels import image_labels
 from freeseg.ops.losses import info_nce
 from freeseg.ops.pseudo_labels import PartialLabelConfig, resize_itsm, score_bounds
 from freeseg.ops.sliding import sliding_window_maps
-from freeseg.stages.distributed import reduce_bounds
+from freeseg.stages.distributed import gather_rows, reduce_bounds
 from freeseg.stages.reports import report_stage1
-from freeseg.stages.schedules import warmup_cosine
+from freeseg.stages.schedules import schedule_steps, warmup_cosine
 from freeseg.stages.stage1_eval import Stage1Evaluation
 
 
@@ -44,6 +44,11 @@ class ICLIPModule(pl.LightningModule):
         lr: AdamW learning rate (paper 6.25e-5).
         weight_decay: AdamW weight decay (paper 0.05), not applied to gains and biases.
         scheduler: ``cosine`` decay to 0 over the run (paper, no warm-up) or ``constant``.
+        gather_features: under DDP, every rank's features are the negatives of the InfoNCE
+            (GroupViT, open_clip; a total batch of 512 gives 512 negatives); ``False``: each
+            rank's own batch only.
+        validate_args: value checks of the metrics' inputs (host synchronisations); off for
+            speed.
         context_length: text length in tokens (CLIP: 77).
         strict, loose: t_s and t_l of Eq. 8 on calibrated scores (paper 0.8, 0.6).
         background: t, the background map B of Eq. 7 (paper 0.5).
@@ -68,6 +73,8 @@ class ICLIPModule(pl.LightningModule):
         lr: PositiveFloat = 6.25e-5,
         weight_decay: NonNegativeFloat = 0.05,
         scheduler: Literal["cosine", "constant"] = "cosine",
+        gather_features: bool = True,
+        validate_args: bool = True,
         context_length: PositiveInt = 77,
         strict: ClosedUnitInterval = 0.8,
         loose: ClosedUnitInterval = 0.6,
@@ -119,11 +126,29 @@ class ICLIPModule(pl.LightningModule):
         return self._bank
 
     # ---------------------------------------------------------------- training
-    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+    def contrastive_loss(self, batch: dict[str, Any]) -> tuple[torch.Tensor, ...]:
+        """``(loss, loss_cls, loss_dense)`` of a batch, negatives from every rank if gathering.
+
+        Under DDP the mean over ranks of ``loss`` (and the DDP-averaged gradient) equals the
+        single-process loss (and gradient) on the concatenated batch, also when the ranks'
+        batch sizes differ (each rank's loss is weighted by its share of the rows).
+        """
         emb = self.model(batch["image"], batch["input_ids"])
-        loss_cls = info_nce(emb.image_cls, emb.text_cls, self.model.cls_logit_scale())
-        loss_dense = info_nce(emb.image_dense, emb.text_dense, self.model.dense_logit_scale())
-        loss = loss_cls + loss_dense
+        local = (emb.image_cls, emb.text_cls, emb.image_dense, emb.text_dense)
+        if self.hparams.get("gather_features", True):
+            (img_cls, txt_cls, img_dense, txt_dense), offset, weight = gather_rows(*local)
+        else:
+            (img_cls, txt_cls, img_dense, txt_dense), offset, weight = local, 0, 1.0
+        scale_cls, scale_dense = self.model.cls_logit_scale(), self.model.dense_logit_scale()
+        loss_cls = info_nce(emb.image_cls, emb.text_cls, scale_cls, img_cls, txt_cls, offset)
+        loss_dense = info_nce(
+            emb.image_dense, emb.text_dense, scale_dense, img_dense, txt_dense, offset
+        )
+        loss_cls, loss_dense = weight * loss_cls, weight * loss_dense
+        return loss_cls + loss_dense, loss_cls, loss_dense
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        loss, loss_cls, loss_dense = self.contrastive_loss(batch)
         size = batch["image"].shape[0]
         self.log("train/loss", loss, prog_bar=True, batch_size=size)
         self.log("train/loss_cls", loss_cls, batch_size=size)
@@ -143,8 +168,7 @@ class ICLIPModule(pl.LightningModule):
         )
         if self.hparams["scheduler"] == "constant":
             return optimizer
-        total = max(1, int(self.trainer.estimated_stepping_batches))
-        cosine = warmup_cosine(optimizer, total, warmup_steps=0)
+        cosine = warmup_cosine(optimizer, schedule_steps(self.trainer), warmup_steps=0)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": cosine, "interval": "step"}}
 
     # -------------------------------------------------------------- evaluation

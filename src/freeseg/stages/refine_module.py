@@ -31,7 +31,7 @@ from freeseg.ops.crf import dense_crf_batch, to_uint8_image
 from freeseg.ops.losses import partial_pixel_loss
 from freeseg.stages.callbacks import MeanIoUCallback
 from freeseg.stages.reports import Panel, iou_report, log_dir, save_figure
-from freeseg.stages.schedules import poly
+from freeseg.stages.schedules import poly, schedule_steps
 from freeseg.stages.stage1_eval import denormalize
 
 FIGURE_ROWS = 6  # test images shown in the stage-2 figure (the first ones of rank 0)
@@ -80,7 +80,9 @@ class RefineModule(pl.LightningModule):
             against the datamodule's ``partial_pixel`` when it has one.
         loss_normalize: Eq. 10's mean over all pixels (``all``) or over credible ones.
         lr, momentum, weight_decay: SGD (paper: 0.01, 0.9, 5e-4).
-        poly_power: poly schedule power over ``trainer.estimated_stepping_batches``.
+        validate_args: check label values in the loss and the metrics every step (each check
+            a host synchronisation on a GPU, as torchmetrics' ``validate_args``); off for speed.
+        poly_power: poly schedule power over the run's steps (:func:`~freeseg.stages.schedules.schedule_steps`).
         crf: also return dense-CRF labels ``pred_crf`` in validation and test.
         crf_params: keyword settings of :func:`~freeseg.ops.crf.dense_crf`.
         crf_workers: CRF processes.
@@ -104,6 +106,7 @@ class RefineModule(pl.LightningModule):
         partial_pixel: bool = True,
         loss_normalize: Literal["all", "weight"] = "all",
         lr: PositiveFloat = 0.01,
+        validate_args: bool = True,
         momentum: float = 0.9,
         weight_decay: NonNegativeFloat = 5e-4,
         poly_power: float = 0.9,
@@ -164,7 +167,13 @@ class RefineModule(pl.LightningModule):
         weight: torch.Tensor = target != IGNORE_INDEX  # W of Eq. 9: 255 = not credible
         if self.hparams["class_balance"]:
             weight = balanced_pixel_weight(target, weight, self.num_classes + 1)
-        loss = partial_pixel_loss(logits, target, weight, normalize=self.hparams["loss_normalize"])
+        loss = partial_pixel_loss(
+            logits,
+            target,
+            weight,
+            normalize=self.hparams["loss_normalize"],
+            validate_args=self.hparams.get("validate_args", True),
+        )
         fg_pred = foreground_fraction(logits.detach().argmax(1))
         fg_target = foreground_fraction(target, target != IGNORE_INDEX)
         self._fg = self._fg.to(fg_pred.device) + torch.stack([fg_pred, fg_target])
@@ -269,6 +278,5 @@ class RefineModule(pl.LightningModule):
             momentum=self.hparams["momentum"],
             weight_decay=self.hparams["weight_decay"],
         )
-        total = max(1, int(self.trainer.estimated_stepping_batches))
-        schedule = poly(optimizer, total, self.hparams["poly_power"])
+        schedule = poly(optimizer, schedule_steps(self.trainer), self.hparams["poly_power"])
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}

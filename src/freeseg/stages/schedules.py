@@ -1,33 +1,80 @@
-"""Learning-rate schedules as ``LambdaLR`` factors, stepped once per optimisation step."""
+"""Learning-rate schedules, stepped once per optimisation step, over an explicit step count.
+
+torch's own schedulers (``CosineAnnealingLR``, ``PolynomialLR``, ``LinearLR`` chained by
+``SequentialLR``) do the maths; this file only decides how many steps a run has
+(:func:`schedule_steps`), which must never silently be 1.
+"""
 
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
+from torch.optim.lr_scheduler import (
+    CosineAnnealingLR,
+    LinearLR,
+    LRScheduler,
+    PolynomialLR,
+    SequentialLR,
+)
+
+_NO_LENGTH = (
+    "the learning-rate schedule needs the run's number of optimisation steps, but the training "
+    "loader has no length (a single pass over webdataset shards) and trainer.max_steps is not "
+    "set: set trainer.max_steps, or give the image-text data an epoch length with "
+    "data.init_args.image_text.init_args.epoch_size (samples per epoch, all ranks together)"
+)
+
+
+def schedule_steps(trainer: Any) -> int:
+    """Optimisation steps of the run, for a schedule that must end exactly there.
+
+    ``trainer.estimated_stepping_batches`` when it is finite and positive (a loader with a
+    length, or ``max_steps``); otherwise ``trainer.max_steps`` if set. A loader without length
+    and no ``max_steps`` is an error that names the keys to set, never a one-step schedule.
+
+    Args:
+        trainer: a Lightning ``Trainer`` (only ``estimated_stepping_batches`` and
+            ``max_steps`` are read).
+    """
+    estimate = float(trainer.estimated_stepping_batches)
+    if math.isfinite(estimate) and estimate >= 1:
+        return int(estimate)
+    if int(trainer.max_steps) >= 1:
+        return int(trainer.max_steps)
+    raise ValueError(_NO_LENGTH)
 
 
 def warmup_cosine(
     optimizer: torch.optim.Optimizer, total_steps: int, warmup_steps: int = 0
-) -> torch.optim.lr_scheduler.LambdaLR:
-    """Linear warm-up from 0 over ``warmup_steps``, then cosine decay to 0 at ``total_steps``."""
-    total = max(1, total_steps)
-    warm = max(0, min(warmup_steps, total - 1))
+) -> LRScheduler:
+    """Cosine decay to 0 at ``total_steps``, after an optional linear warm-up.
 
-    def factor(step: int) -> float:
-        if step < warm:
-            return (step + 1) / warm
-        progress = min(1.0, (step - warm) / max(1, total - warm))
-        return 0.5 * (1.0 + math.cos(math.pi * progress))
+    Step t < w (w = ``warmup_steps``): lr₀ · (t + 1) / w. Then, with T = ``total_steps`` − w,
+    lr₀ · (1 + cos(π (t − w) / T)) / 2, which reaches 0 at t = ``total_steps``.
 
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-
-
-def poly(
-    optimizer: torch.optim.Optimizer, total_steps: int, power: float = 0.9
-) -> torch.optim.lr_scheduler.LambdaLR:
-    """mmseg's poly schedule: lr · (1 − step / total)^power."""
-    total = max(1, total_steps)
-    return torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: max(0.0, 1.0 - min(step, total) / total) ** power
+    Args:
+        optimizer: its groups' ``lr`` is lr₀.
+        total_steps: optimisation steps of the run (see :func:`schedule_steps`), ≥ 1.
+        warmup_steps: linear warm-up steps, clipped to ``total_steps − 1``.
+    """
+    if total_steps < 1:
+        raise ValueError(f"total_steps must be >= 1, got {total_steps}")
+    warm = max(0, min(warmup_steps, total_steps - 1))
+    cosine = CosineAnnealingLR(optimizer, T_max=total_steps - warm, eta_min=0.0)
+    if warm == 0:
+        return cosine
+    # LinearLR's factor at step t is start + (1 − start) · t / total_iters: (t + 1) / w.
+    # CosineAnnealingLR is periodic past T_max; the run ends at total_steps, where lr = 0.
+    linear = LinearLR(
+        optimizer, start_factor=1.0 / warm, end_factor=1.0, total_iters=max(1, warm - 1)
     )
+    return SequentialLR(optimizer, [linear, cosine], milestones=[warm])
+
+
+def poly(optimizer: torch.optim.Optimizer, total_steps: int, power: float = 0.9) -> LRScheduler:
+    """mmseg's poly schedule: lr₀ · (1 − min(t, T) / T)^power with T = ``total_steps``."""
+    if total_steps < 1:
+        raise ValueError(f"total_steps must be >= 1, got {total_steps}")
+    return PolynomialLR(optimizer, total_iters=total_steps, power=power)

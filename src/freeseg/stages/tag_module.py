@@ -25,7 +25,7 @@ from freeseg.data.classes import load_classes
 from freeseg.models.image_encoder import create_vit, encode_with_attention
 from freeseg.models.tokenizer import ClipTokenizer
 from freeseg.ops.labels import image_labels
-from freeseg.stages.schedules import warmup_cosine
+from freeseg.stages.schedules import schedule_steps, warmup_cosine
 
 
 def caption_tags(input_ids: torch.Tensor, vocab_size: int) -> torch.Tensor:
@@ -170,7 +170,7 @@ class TagPretrainModule(pl.LightningModule):
         optimizer = torch.optim.AdamW(
             self.parameters(), lr=self.hparams["lr"], weight_decay=self.hparams["weight_decay"]
         )
-        total = max(1, int(self.trainer.estimated_stepping_batches))
+        total = schedule_steps(self.trainer)
         schedule = warmup_cosine(optimizer, total, warmup_steps=total // 20)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
