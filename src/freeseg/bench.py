@@ -28,7 +28,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import numpy as np
 import torch
@@ -244,7 +244,7 @@ def bench(
 
     def kmeans_after(enc: Any) -> None:
         tokens = model.dense_tokens(enc, model.mask_at_inference).float().cpu().numpy()
-        h = w = image_size // model.image_encoder.patch_size
+        h = w = image_size // int(cast(Any, model.image_encoder).patch_size)
         for t in tokens:
             seg = cluster_segmentation(
                 t, (h, w), text_np, cluster_k, "kmeans", config.background, 0, owner
@@ -269,11 +269,16 @@ def bench(
 
         return run
 
+    def train_then_eval() -> None:
+        model.train()
+        train_step()
+        model.eval()
+
     rows: dict[str, Callable[[], Any]] = {
         "encoder": no_grad(lambda: model.encode_image(images)),
         "stage-1 mask": no_grad(lambda: mask_after(model.encode_image(images))),
         "encoder + K-means": no_grad(lambda: kmeans_after(model.encode_image(images))),
-        "stage-0 step": lambda: (model.train(), train_step(), model.eval()),
+        "stage-0 step": train_then_eval,
     }
     extras = {
         "stage-1 mask": no_grad(lambda: mask_after(enc)),

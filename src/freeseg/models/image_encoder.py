@@ -372,7 +372,8 @@ class FrozenViT(nn.Module):
                 f"images must be (B, {self.vit.in_chans}, H, W), got shape {tuple(images.shape)}"
             )
         if self.renormalize:
-            images = images * self._in_scale.to(images.dtype) + self._in_shift.to(images.dtype)
+            scale, shift = cast(torch.Tensor, self._in_scale), cast(torch.Tensor, self._in_shift)
+            images = images * scale.to(images.dtype) + shift.to(images.dtype)
         return encode_with_attention(self.vit, images)
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import copy
 import math
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import lightning.pytorch as pl
 import torch
@@ -26,6 +26,7 @@ from jsonargparse.typing import (
     PositiveFloat,
     PositiveInt,
 )
+from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
 from freeseg.data.atomic import atomic_path
@@ -44,6 +45,8 @@ from freeseg.stages.tag_module import caption_tags, tag_loss
 
 
 class SelfDistillationModule(pl.LightningModule):
+    center: torch.Tensor  # (1, K) running centre of the teacher outputs (teacher="center")
+
     """Train a small ViT with DINO's self-distillation; export the teacher for stage 0.
 
     Args:
@@ -116,8 +119,12 @@ class SelfDistillationModule(pl.LightningModule):
             self.vocab_size = int(ClipTokenizer(context_length).vocab_size)
             self.tag_head = nn.Linear(int(vit.embed_dim), self.vocab_size)
 
+    @staticmethod
+    def _vit(branch: nn.ModuleDict) -> VisionTransformer:
+        return cast(VisionTransformer, branch["vit"])
+
     def _cls(self, branch: nn.ModuleDict, images: torch.Tensor) -> torch.Tensor:
-        return branch["head"](branch["vit"].forward_features(images)[:, 0])
+        return branch["head"](self._vit(branch).forward_features(images)[:, 0])
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         hp = self.hparams
@@ -129,8 +136,10 @@ class SelfDistillationModule(pl.LightningModule):
             else:
                 probs = centered_teacher(teacher_logits, self.center, hp["teacher_temp"])
                 mean = self.trainer.strategy.reduce(teacher_logits.mean(0, keepdim=True), "mean")
-                self.center = update_center(self.center, mean, hp["center_momentum"])
-        cls = self.student["vit"].forward_features(torch.cat(globals_))[:, 0]
+                self.center = update_center(
+                    self.center, cast(torch.Tensor, mean), hp["center_momentum"]
+                )
+        cls = self._vit(self.student).forward_features(torch.cat(globals_))[:, 0]
         student = list(self.student["head"](cls).chunk(len(globals_)))
         if locals_:
             student += list(self._cls(self.student, torch.cat(locals_)).chunk(len(locals_)))
@@ -161,12 +170,12 @@ class SelfDistillationModule(pl.LightningModule):
         m = self.teacher_momentum()
         for t, s in zip(self.teacher.parameters(), self.student.parameters(), strict=True):
             t.mul_(m).add_(s.detach(), alpha=1 - m)
-        for t, s in zip(self.teacher.buffers(), self.student.buffers(), strict=True):
-            t.copy_(s)
+        for t_buf, s_buf in zip(self.teacher.buffers(), self.student.buffers(), strict=True):
+            t_buf.copy_(s_buf)
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
         """A of the teacher (the encoder that is exported) at the evaluation size."""
-        out = encode_with_attention(self.teacher["vit"], batch["image"])
+        out = encode_with_attention(self._vit(self.teacher), batch["image"])
         return {"attn": out.attn, "grid": out.grid, "target": batch["mask"]}
 
     def configure_optimizers(self) -> Any:
