@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import tarfile
 import textwrap
 import time
 from dataclasses import dataclass
@@ -35,6 +34,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from freeseg.data.atomic import atomic_path, atomic_write_bytes, atomic_write_text
 from freeseg.data.palette import colorize, save_label_png, voc_palette
+from freeseg.synth.writer import write_shard  # the same reproducible tar as the first world
 
 Rng = np.random.Generator
 Shape = list[tuple[np.ndarray, bool]]  # polygons (N, 2) in unit coordinates; False = hole
@@ -561,17 +561,6 @@ def encode_jpeg(image: np.ndarray) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(image).save(buf, format="JPEG", quality=JPEG_QUALITY, subsampling=0)
     return buf.getvalue()
-
-
-def write_shard(path: Path, members: dict[str, bytes]) -> None:
-    """A reproducible tar: sorted members, mtime 0, uid/gid 0, no owner names, mode 644."""
-    with atomic_path(path) as tmp, tarfile.open(tmp, "w", format=tarfile.USTAR_FORMAT) as tar:
-        for name in sorted(members):
-            info = tarfile.TarInfo(name)
-            info.size, info.mtime, info.mode = len(members[name]), 0, 0o644
-            info.uid = info.gid = 0
-            info.uname = info.gname = ""
-            tar.addfile(info, io.BytesIO(members[name]))
 
 
 def _pair_members(seed: int, index: int, key: str, size: int) -> dict[str, bytes]:
