@@ -339,72 +339,6 @@ def write_results(results: Path, runs: Path, timings: dict[str, float]) -> None:
     print(text)
 
 
-POOLINGS = (("mmp", 1), ("smoothed_max", 5), ("smoothed_min", 5))
-SEEDS = (0, 1, 2)
-DEMO_STAGE0 = ("smoothed_min", 5, 0)  # configs/synthetic/iclip.yaml as the demo runs it
-
-
-def run_ablation(world: Path, runs: Path, results: Path, encoder: Path | None) -> None:
-    """Table 2 on the generated world: stage 0 with each pooling on the demo's frozen encoder,
-    three seeds each; the table gives the mean and the spread (max − min) over the seeds."""
-    demo = Demo(world, runs, encoder=encoder)
-    demo.stage0()  # reuses the demo's encoder (and stage 0) when they exist
-    demo.stage1_eval()
-    keys = ("mAP", "mMIoU", "mIoU_pls")
-    rows = ["| pooling | k | zero-shot mAP (%) | mMIoU (%) | mIoU stage 1, PLS (%) |"]
-    rows.append("|---|---:|---:|---:|---:|")
-    for pooling, k in POOLINGS:
-        pool = [
-            f"--model.init_args.model.init_args.pooling={pooling}",
-            f"--model.init_args.model.init_args.kernel_size={k}",
-        ]
-        values: dict[str, list[float]] = {key: [] for key in keys}
-        for seed in SEEDS:
-            if (pooling, k, seed) == DEMO_STAGE0:  # the demo's own stage 0 and its evaluation
-                m = _metrics(runs / "stage1_eval")
-                for key in keys:
-                    values[key].append(100 * m.get(f"val/{key}", float("nan")))
-                continue
-            run_dir = runs / f"ablation_{pooling}_seed{seed}"
-            seeded = [*pool, f"--seed_everything={seed}"]
-            demo.stage(
-                f"stage 0 with {pooling} pooling, seed {seed}",
-                run_dir,
-                ["fit", *demo._iclip_args(), *seeded] + _world_overrides(world),
-            )
-            ckpt = run_dir / "logs/version_0/checkpoints/last.ckpt"
-            demo.stage(
-                f"stage 1 evaluation ({pooling}, seed {seed})",
-                runs / f"ablation_{pooling}_seed{seed}_eval",
-                ["validate", *demo._iclip_args(), *pool, f"--ckpt_path={ckpt}"]
-                + _world_overrides(world),
-            )
-            m = _metrics(runs / f"ablation_{pooling}_seed{seed}_eval")
-            for key in keys:
-                values[key].append(100 * m.get(f"val/{key}", float("nan")))
-        cells = [_mean_spread(values[key]) for key in keys]
-        rows.append(f"| {pooling} | {k} | " + " | ".join(cells) + " |")
-    text = (
-        "# Pooling ablation (Table 2), generated world\n\n"
-        f"Mean ± spread (max − min) over seeds {', '.join(map(str, SEEDS))}.\n\n"
-        + "\n".join(rows)
-        + "\n"
-    )
-    atomic_write_text(results / "ablation.md", text)
-    print(text)
-
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
-    return value
-
-
-def _mean_spread(values: list[float]) -> str:
-    return f"{np.mean(values):.1f} ± {max(values) - min(values):.1f}"
-
-
 def make_encoder(world: Path, runs: Path, out: Path, extra: list[str] | None = None) -> None:
     """``make encoder``: train the stand-in for DINO (stage 0a) and write it to ``out``.
 
@@ -436,6 +370,13 @@ def make_encoder(world: Path, runs: Path, out: Path, extra: list[str] | None = N
     atomic_write_bytes(out, (run_dir / "vit.pth").read_bytes())
     atomic_write_text(out.with_suffix(".json"), json.dumps(record, indent=1) + "\n")
     print(f"[demo] encoder: {out} ({seconds:.0f} s), {record['attention_fit_val']}")
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
 
 
 def main() -> None:
@@ -480,6 +421,8 @@ def main() -> None:
     encoder = None if args.train_encoder else args.encoder
     start = time.perf_counter()
     if args.ablation:
+        from freeseg.ablation import run_ablation  # it builds on Demo, defined here
+
         run_ablation(args.world, args.runs, args.results, encoder)
     else:
         try:
