@@ -13,7 +13,7 @@ help:
 	@echo "make demo      generate the world and run the pipeline on CPU"
 	@echo "make test      the default test suite (offline, a few minutes)"
 	@echo "make test-all  also the slow tests"
-	@echo "make ablation  Table 2 on the generated world (MMP / smoothed max / SMP)"
+	@echo "make ablation  Tables 2 and 4 on the generated world (poolings; partial pixel)"
 	@echo "make encoder   retrain the shipped stand-in for DINO (weights/freeseg_synth_vit.pth)"
 	@echo "make install   create .venv from pyproject.toml"
 	@echo "make lint      ruff + mypy on src/"
@@ -48,7 +48,7 @@ encoder: $(STAMP)
 	$(BIN)/python -m freeseg.demo --world $(WORLD) --runs runs/encoder --make_encoder weights/freeseg_synth_vit.pth
 
 ablation: $(STAMP)
-	$(BIN)/python -m freeseg.demo --ablation --world $(WORLD) --runs $(RUNS)
+	$(BIN)/python -m freeseg.demo --ablation --world $(WORLD) --runs $(RUNS) --refine_steps $(REFINE_STEPS)
 
 clean-demo:
 	rm -rf $(WORLD) $(RUNS) results/demo

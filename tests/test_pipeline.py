@@ -13,7 +13,8 @@ from PIL import Image
 from tests.conftest import REPO
 from tests.user_folder import make_user_folder, snapshot
 
-from freeseg.demo import run_demo
+from freeseg.ablation import stage2_ablation
+from freeseg.demo import Demo, run_demo
 from freeseg.stages.reports import load_figure
 
 VIT = "{patch_size: 8, embed_dim: 32, depth: 1, num_heads: 2}"
@@ -59,6 +60,11 @@ def test_three_stages_chain_on_a_tiny_world(tiny_world: Path, tmp_path: Path):
     assert len(titles) == 6 and len(rows) == 6  # image | ITSM | Y_seg1 | Y_seg2 | + CRF | truth
     # a second run reuses every finished stage
     run_demo(tiny_world, runs, results, refine_steps=4, extra=_tiny_stages())
+    # the Table-4 ablation adds the all-pixels and unweighted runs, reusing the demo's
+    table4 = stage2_ablation(Demo(tiny_world, runs, 4, _tiny_stages()), runs).splitlines()
+    cells = [row.split("|")[2:4] for row in table4 if row.startswith("| ") and "(%)" not in row]
+    assert len(cells) == 4 and all(float(c) >= 0 for row in cells for c in row), table4
+    assert (runs / "pseudo_all/masks/manifest.json").exists()
     _run_quickstart_notebook(tiny_world, runs)
 
 
@@ -107,8 +113,8 @@ def test_own_data_path_on_a_folder_made_by_hand(tmp_path: Path):
     run_demo(world, runs, results, refine_steps=2, extra=extra, recipe="dino")
     text = (results / "results.md").read_text()
     rows = [line for line in text.splitlines() if line.startswith("| ") and "method" not in line]
-    table = [row for row in rows if row.count("|") == 4][:11]
-    assert len(table) == 11
+    table = [row for row in rows if row.count("|") == 4][:8]
+    assert len(table) == 8
     for row in table:  # every stage-1 and stage-2 metric exists
         assert 0.0 <= float(row.rsplit("|", 2)[-2]) <= 100.0, row
     assert len(list((runs / "pseudo_pp/masks").glob("*.png"))) == 10
