@@ -157,3 +157,22 @@ class SegTrainTransform:
             tensor = tensor.flip(-1)
             label = None if label is None else label.flip(-1)
         return tensor.contiguous(), None if label is None else label[0].long()
+
+
+def to_uint8_image(
+    image_chw: torch.Tensor,
+    mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD,
+) -> np.ndarray:
+    """Undo the input normalisation: ``(3, H, W)`` normalised float → ``(H, W, 3)`` uint8 RGB.
+
+    Args:
+        image_chw: ``(3, H, W)`` float, ``(x / 255 − mean) / std``.
+        mean, std: the three per-channel values the image was normalised with ([0, 1] units).
+    """
+    if image_chw.ndim != 3 or image_chw.shape[0] != 3:
+        raise ValueError(f"image_chw must have shape (3, H, W), got {tuple(image_chw.shape)}")
+    m = torch.tensor(mean, dtype=image_chw.dtype, device=image_chw.device).view(3, 1, 1)
+    s = torch.tensor(std, dtype=image_chw.dtype, device=image_chw.device).view(3, 1, 1)
+    rgb = ((image_chw * s + m) * 255.0).round().clamp(0, 255).to(torch.uint8)
+    return rgb.permute(1, 2, 0).contiguous().cpu().numpy()

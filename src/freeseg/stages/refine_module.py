@@ -25,9 +25,9 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 from freeseg.data.atomic import atomic_write_text
 from freeseg.data.classes import load_classes
-from freeseg.data.transforms import IGNORE_INDEX, IMAGENET_MEAN, IMAGENET_STD
+from freeseg.data.transforms import IGNORE_INDEX, IMAGENET_MEAN, IMAGENET_STD, to_uint8_image
 from freeseg.models.segmenter import build_pspnet, resize_logits, slide_logits, whole_logits
-from freeseg.ops.crf import dense_crf_batch, to_uint8_image
+from freeseg.ops.crf import dense_crf_batch
 from freeseg.ops.losses import partial_pixel_loss
 from freeseg.stages.callbacks import MeanIoUCallback
 from freeseg.stages.reports import Panel, iou_report, log_dir, save_figure
