@@ -119,7 +119,8 @@ class DenseCRFPool:
     The pool is started on the first :meth:`submit` and lives until :meth:`close`: one pool
     serves a whole evaluation run, and the caller keeps working while the workers run the CRF.
     Workers are started with ``forkserver`` or ``spawn``, never ``fork`` (forking a process that
-    holds CUDA is unsafe); they import only numpy and pydensecrf (this module needs no torch).
+    holds CUDA is unsafe); a job needs only this module, which imports no torch. With ``spawn`` or
+    ``forkserver`` a script that starts a pool needs the ``if __name__ == "__main__":`` guard.
     Results equal :func:`dense_crf` in the calling process exactly.
 
     Args:
