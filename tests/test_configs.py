@@ -56,3 +56,13 @@ def test_long_paper_runs_keep_a_step_checkpoint_to_resume_from(name, capsys):
         and cb["init_args"].get("every_n_train_steps")
     ]
     assert len(steps) == 1 and steps[0]["save_top_k"] == 1 and steps[0]["monitor"] is None
+
+
+@pytest.mark.parametrize("name", ["refine_voc", "refine_coco"])
+def test_paper_stage2_evaluates_as_mmseg_keeping_the_aspect_ratio(name, capsys):
+    with pytest.raises(SystemExit):
+        main(["test", "--config", str(REPO / f"configs/{name}.yaml"), "--print_config"])
+    cfg = yaml.safe_load(capsys.readouterr().out)
+    data, model = cfg["data"]["init_args"], cfg["model"]["init_args"]
+    assert data["eval_scale"] == [2048, 512]  # mmseg: Resize(scale=(2048, 512), keep_ratio=True)
+    assert model["sliding_window"] is False  # mmseg's PSPNet test_cfg: mode="whole"

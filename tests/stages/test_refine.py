@@ -1,13 +1,18 @@
-"""Stage 2 (RefineModule): oracle fit on a generated world, partial pixel loss, eval outputs."""
+"""Stage 2 (RefineModule): oracle fit on a generated world, partial pixel loss, eval outputs,
+the CRF pool and the ratio-keeping evaluation."""
 
 from __future__ import annotations
 
 import csv
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
 
 import lightning.pytorch as pl
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from tests.conftest import REPO
 from torch.utils.data import DataLoader
 
@@ -122,7 +127,7 @@ def test_eval_outputs_are_at_original_sizes(tiny_world, crf_size, sliding_window
     module = _module(
         str(tiny_world / "classes.txt"),
         crf=True,
-        crf_workers=1,
+        crf_workers=0,
         crf_size=crf_size,
         sliding_window=sliding_window,
         window=32,
@@ -133,6 +138,7 @@ def test_eval_outputs_are_at_original_sizes(tiny_world, crf_size, sliding_window
     batch = {"image": torch.randn(2, 3, 64, 64), "mask": masks, "size": sizes, "id": ["a", "b"]}
     with torch.no_grad():
         out = module.validation_step(batch, 0)
+    out["pred_crf"] = [labels.result() for labels in out["pred_crf"]]
     assert [tuple(p.shape) for p in out["pred"]] == sizes
     assert [tuple(p.shape) for p in out["pred_crf"]] == sizes
     for key in ("pred", "pred_crf"):
@@ -166,16 +172,13 @@ def test_partial_pixel_flag_must_match_the_datamodule(tiny_world):
 
 
 def test_test_saves_a_figure_of_the_first_val_images(tiny_world, tmp_path):
-    import numpy as np
-    from PIL import Image
-
     from freeseg.stages.reports import load_figure
 
     classes = str(tiny_world / "classes.txt")
     data = SegmentationDataModule(
         str(tiny_world / "voc"), image_size=64, batch_size=4, num_workers=0, classes=classes
     )
-    module = _module(classes, crf=True, crf_workers=1, crf_params={"scale_factor": 4.0})
+    module = _module(classes, crf=True, crf_workers=0, crf_params={"scale_factor": 4.0})
     callbacks = [MeanIoUCallback(), MeanIoUCallback(key="pred_crf", name="mIoU_crf")]
     trainer = pl.Trainer(
         accelerator="cpu",
@@ -237,3 +240,145 @@ def test_fit_resumes_from_a_checkpoint_through_the_cli(tiny_world, tmp_path):
         k for k in a["state_dict"] if not torch.equal(a["state_dict"][k], b["state_dict"][k])
     ]
     assert changed  # the resumed run trained on
+
+
+class _RecordingExecutor(ProcessPoolExecutor):
+    """The CRF's process pool, recording every construction and its start method."""
+
+    made: list[str] = []
+
+    def __init__(self, *args, **kwargs):
+        type(self).made.append(kwargs["mp_context"].get_start_method())
+        super().__init__(*args, **kwargs)
+
+
+class _KeepCRFLabels(pl.Callback):
+    """Keeps every batch's ``pred_crf`` (as the step returned it, unresolved)."""
+
+    def __init__(self) -> None:
+        self.kept: list = []
+
+    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, *args):
+        self.kept += outputs["pred_crf"]
+
+
+def _validate_with_crf(tiny_world, workers: int) -> tuple[list[MeanIoUCallback], list]:
+    """Validate an untrained module on 9 val images in 3 batches, CRF on; the metric callbacks
+    and the CRF labels of every image."""
+    classes = str(tiny_world / "classes.txt")
+    data = SegmentationDataModule(
+        str(tiny_world / "voc"), image_size=64, batch_size=3, num_workers=0, classes=classes
+    )
+    crf_params = {"scale_factor": 4.0, "iterations": 3}
+    module = _module(classes, crf=True, crf_workers=workers, crf_params=crf_params)
+    with torch.no_grad():  # untrained logits vary little: sharpen them so the labels vary
+        module.net.segmentation_head[0].weight *= 30.0
+    callbacks = [MeanIoUCallback(), MeanIoUCallback(key="pred_crf", name="mIoU_crf")]
+    keep = _KeepCRFLabels()
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        limit_val_batches=3,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[*callbacks, keep],
+    )
+    trainer.validate(module, datamodule=data, verbose=False)
+    return callbacks, [labels.result() for labels in keep.kept]  # done before the metric
+
+
+def test_crf_pool_is_made_once_per_run_without_fork_and_matches_in_process(tiny_world, monkeypatch):
+    _RecordingExecutor.made = []
+    monkeypatch.setattr("freeseg.ops.crf.ProcessPoolExecutor", _RecordingExecutor)
+    in_process, expected = _validate_with_crf(tiny_world, workers=0)
+    assert _RecordingExecutor.made == []  # crf_workers 0: no pool at all
+    pooled, labels = _validate_with_crf(tiny_world, workers=2)
+    assert len(_RecordingExecutor.made) == 1  # 3 batches, one pool
+    assert _RecordingExecutor.made[0] in ("forkserver", "spawn")
+    assert multiprocessing.active_children() == []  # closed at the run's end
+    assert len(labels) == len(expected) == 9
+    for got, want in zip(labels, expected, strict=True):
+        assert torch.equal(got, want)
+    assert len(torch.cat(labels).unique()) >= 3  # labels that vary, not one class
+    assert [cb.last for cb in pooled] == [cb.last for cb in in_process]
+
+
+def test_crf_pool_is_closed_when_validation_fails(tiny_world):
+    classes = str(tiny_world / "classes.txt")
+    data = SegmentationDataModule(
+        str(tiny_world / "voc"), image_size=64, batch_size=4, num_workers=0, classes=classes
+    )
+    module = _module(classes, crf=True, crf_workers=2, crf_params={"scale_factor": 4.0})
+    forward, calls = module.net.forward, []
+
+    def fail_on_second_batch(x):
+        calls.append(1)
+        if len(calls) == 2:  # the first batch's CRF has been handed to the workers
+            assert module.crf_eval.pool is not None and module.crf_eval.pool.workers == 2
+            raise RuntimeError("boom")
+        return forward(x)
+
+    module.net.forward = fail_on_second_batch
+    trainer = pl.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False)
+    try:
+        with pytest.raises(RuntimeError, match="boom"):
+            trainer.validate(module, datamodule=data, verbose=False)
+        assert multiprocessing.active_children() == []
+    finally:
+        module.close_crf_pool(cancel=True)
+
+
+def _write_voc(root, sizes: dict[str, tuple[int, int]]) -> None:
+    """A VOC layout of random JPEG images of the given (H, W) with random masks."""
+    rng = np.random.default_rng(0)
+    for sub in ("JPEGImages", "SegmentationClass", "ImageSets/Segmentation"):
+        (root / sub).mkdir(parents=True)
+    for item_id, (h, w) in sizes.items():
+        Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(
+            root / "JPEGImages" / f"{item_id}.jpg"
+        )
+        mask = Image.fromarray(rng.integers(0, 21, (h, w)).astype(np.uint8), mode="P")
+        mask.putpalette([v for i in range(256) for v in (i, i, i)])
+        mask.save(root / "SegmentationClass" / f"{item_id}.png")
+    (root / "ImageSets/Segmentation/val.txt").write_text("".join(f"{i}\n" for i in sizes))
+
+
+def _reference_logits(module: RefineModule, path, size: tuple[int, int]) -> torch.Tensor:
+    """The network on the image resized to ``size`` (bilinear), logits back at the original."""
+    rgb = np.asarray(Image.open(path).convert("RGB"))
+    x = torch.from_numpy(rgb).permute(2, 0, 1).float()[None] / 255.0
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    x = F.interpolate((x - mean) / std, size=size, mode="bilinear", antialias=True)
+    with torch.no_grad():
+        logits = module.net(x)  # size is a multiple of the network's stride 8
+    return F.interpolate(logits, size=rgb.shape[:2], mode="bilinear")[0]
+
+
+def test_validation_keeps_the_aspect_ratio_and_scores_at_the_original_size(tiny_world, tmp_path):
+    # (30, 50) fits (80, 48) scaled by min(80 / 50, 48 / 30) = 1.6 → (48, 80); (50, 30) → (80, 48)
+    sizes = {"wide": (30, 50), "tall": (50, 30)}
+    _write_voc(tmp_path / "voc", sizes)
+    classes = str(tiny_world / "classes.txt")
+    data = SegmentationDataModule(
+        str(tmp_path / "voc"), batch_size=2, num_workers=0, classes=classes, eval_scale=(80, 48)
+    )
+    data.setup("validate")
+    batch = next(iter(data.val_dataloader()))  # the two images, padded to one (80, 80) batch
+    module = _module(classes).eval()
+    with torch.no_grad():
+        _, per_image = module.eval_logits(batch)
+        out = module.validation_step(batch, 0)
+    for item_id, logits, pred in zip(batch["id"], per_image, out["pred"], strict=True):
+        h, w = sizes[item_id]
+        resized = (48, 80) if w > h else (80, 48)
+        path = tmp_path / "voc/JPEGImages" / f"{item_id}.jpg"
+        expected = _reference_logits(module, path, resized)
+        assert logits.shape == expected.shape == (module.num_classes + 1, h, w)
+        torch.testing.assert_close(logits, expected, rtol=1e-4, atol=1e-4)
+        assert pred.shape == (h, w) and torch.equal(pred, logits.argmax(0))
+    callbacks = [MeanIoUCallback()]
+    pl.Trainer(
+        accelerator="cpu", logger=False, enable_progress_bar=False, callbacks=list(callbacks)
+    ).validate(module, datamodule=data, verbose=False)
+    assert 0.0 <= callbacks[0].last["val/mIoU"] <= 1.0

@@ -1,12 +1,18 @@
-"""Dense CRF post-processing: closed-form expectations on flat-colour images."""
+"""Dense CRF post-processing: closed-form expectations on flat-colour images, and its pool."""
 
 from __future__ import annotations
+
+import multiprocessing
+import subprocess
+import sys
+from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 import pytest
 import torch
 
-from freeseg.ops.crf import dense_crf, dense_crf_batch, to_uint8_image
+from freeseg.data.transforms import to_uint8_image
+from freeseg.ops.crf import DenseCRFPool, dense_crf, dense_crf_batch
 
 
 def _halves(h: int = 24, w: int = 48) -> tuple[np.ndarray, np.ndarray]:
@@ -103,3 +109,74 @@ def test_to_uint8_image_inverts_normalisation():
     np.testing.assert_array_equal(to_uint8_image(normalised, mean, std), rgb)
     with pytest.raises(ValueError, match="image_chw"):
         to_uint8_image(normalised[:2], mean, std)
+
+
+class _RecordingExecutor(ProcessPoolExecutor):
+    """The CRF's process pool, recording every construction and its start method."""
+
+    made: list[str] = []
+
+    def __init__(self, *args, **kwargs):
+        context = kwargs.get("mp_context") or multiprocessing.get_context()
+        type(self).made.append(context.get_start_method())
+        super().__init__(*args, **kwargs)
+
+
+@pytest.fixture
+def recording_pool(monkeypatch):
+    _RecordingExecutor.made = []
+    monkeypatch.setattr("freeseg.ops.crf.ProcessPoolExecutor", _RecordingExecutor)
+    yield _RecordingExecutor.made
+    assert multiprocessing.active_children() == []  # every worker has exited
+
+
+def _varied_inputs() -> list[tuple[np.ndarray, np.ndarray]]:
+    """Four images of three sizes, with noisy 2- and 3-class probabilities."""
+    out = []
+    for seed, (h, w) in enumerate([(16, 20), (24, 48), (16, 20), (9, 31)]):
+        image, truth = _halves(h, w)
+        probs = _noisy_probs(truth, 0.7, seed)
+        if seed % 2:
+            probs = np.concatenate([probs * 0.9, np.full((1, h, w), 0.1, np.float32)])
+        out.append((image, probs))
+    return out
+
+
+def test_pool_labels_equal_in_process_dense_crf_exactly(recording_pool):
+    inputs = _varied_inputs()
+    params = {"iterations": 5, "scale_factor": 2.0}
+    with DenseCRFPool(workers=2, max_pending=2, **params) as pool:
+        futures = [pool.submit(image, probs) for image, probs in inputs]
+        labels = [future.result() for future in futures]
+    for (image, probs), label in zip(inputs, labels, strict=True):
+        expected = dense_crf(image, probs, **params)  # this process, pydensecrf directly
+        assert label.dtype == np.int64 and label.shape == image.shape[:2]
+        np.testing.assert_array_equal(label, expected)
+    assert len(recording_pool) == 1  # one pool for all images, not one per call
+
+
+def test_pool_workers_start_without_fork(recording_pool):
+    image, truth = _halves(8, 10)
+    probs = [_noisy_probs(truth, 0.7, s) for s in range(2)]
+    dense_crf_batch([image, image], probs, workers=2)
+    assert recording_pool and "fork" not in recording_pool  # forkserver or spawn
+
+
+def test_in_process_pool_starts_no_process(recording_pool):
+    image, truth = _halves(8, 10)
+    probs = _noisy_probs(truth, 0.7, 0)
+    pool = DenseCRFPool(workers=0)
+    future = pool.submit(image, probs)
+    assert future.done() and multiprocessing.active_children() == []
+    np.testing.assert_array_equal(future.result(), dense_crf(image, probs))
+    pool.close()
+    assert recording_pool == []
+    with pytest.raises(ValueError, match="probs"):
+        pool.submit(image, probs[:, :4])
+
+
+def test_crf_module_imports_without_torch():
+    # the workers import freeseg.ops.crf: without torch they start in a fraction of a second
+    code = "import sys, freeseg.ops.crf; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

@@ -6,7 +6,13 @@ import pytest
 import torch
 from torch import nn
 
-from freeseg.models.segmenter import build_pspnet, resize_logits, slide_logits, whole_logits
+from freeseg.models.segmenter import (
+    build_pspnet,
+    logits_per_size,
+    resize_logits,
+    slide_logits,
+    whole_logits,
+)
 
 
 def _params_without_grad(net: nn.Module, size: int = 64) -> list[str]:
@@ -103,3 +109,29 @@ def test_resize_logits_gives_each_original_size():
     torch.testing.assert_close(flat, torch.arange(3.0).view(3, 1, 1).expand(3, 13, 21))
     with pytest.raises(ValueError, match="sizes"):
         resize_logits(logits, [(8, 8)])
+
+
+def test_logits_per_size_never_sees_the_padding():
+    # A "network" whose output is each image's global mean: any padding would pull it to 0.
+    calls = []
+
+    def mean_net(x):
+        calls.append(tuple(x.shape))
+        return x.mean((1, 2, 3), keepdim=True).expand(x.shape[0], 2, *x.shape[-2:])
+
+    sizes = [(4, 6), (5, 3), (4, 6)]
+    torch.manual_seed(0)
+    own = [torch.rand(3, h, w) + 1.0 for h, w in sizes]
+    padded = torch.zeros(3, 3, 5, 6)
+    for image, target in zip(own, padded, strict=True):
+        target[:, : image.shape[1], : image.shape[2]] = image
+    out = logits_per_size(mean_net, padded, sizes)
+    for image, logits in zip(own, out, strict=True):
+        assert logits.shape == (2, *image.shape[1:])
+        torch.testing.assert_close(logits, image.mean().expand_as(logits))
+    assert sorted(calls) == [(1, 3, 5, 3), (2, 3, 4, 6)]  # one call per size
+    calls.clear()
+    logits_per_size(mean_net, padded, [(5, 6)] * 3)
+    assert calls == [(3, 3, 5, 6)]  # one size: the whole batch at once
+    with pytest.raises(ValueError, match="input size"):
+        logits_per_size(mean_net, padded, [(6, 6)] * 3)

@@ -16,7 +16,7 @@ from freeseg.data.segsets import (
     VOCSegmentation,
     collate_segmentation,
 )
-from freeseg.data.transforms import SegEvalTransform, SegTrainTransform
+from freeseg.data.transforms import SegEvalTransform, SegTrainTransform, keep_ratio_size
 
 SIZES = {"2007_000032": (20, 30), "2007_000039": (24, 16), "2008_000002": (18, 18)}
 
@@ -226,3 +226,36 @@ def test_a_bad_val_mask_stops_fit_before_training(voc):
     dm = SegmentationDataModule(str(root), image_size=16, batch_size=1, num_workers=0)
     with pytest.raises(ValueError, match=r"2007_000039\.png: label value 99 exceeds the 20"):
         dm.setup("fit")
+
+
+@pytest.mark.parametrize(
+    ("size", "scale", "expected"),
+    [
+        ((375, 500), (2048, 512), (512, 683)),  # r = 512/375: 500 · r = 682.67 → 683
+        ((500, 375), (2048, 512), (683, 512)),  # portrait: the same bound either way round
+        ((375, 500), (512, 2048), (512, 683)),  # scale given (short, long)
+        ((100, 1000), (2048, 512), (205, 2048)),  # long side capped: r = 2048/1000, 204.8 → 205
+        ((4, 13), (2048, 2), (2, 7)),  # r = 0.5: 6.5 rounds up as int(x + 0.5), not to even
+        ((512, 512), (2048, 512), (512, 512)),
+    ],
+)
+def test_keep_ratio_size_follows_mmcv_rescale(size, scale, expected):
+    assert keep_ratio_size(*size, scale) == expected
+
+
+def test_eval_transform_keeps_the_ratio_and_collate_pads(voc):
+    root, masks, _ = voc
+    data = VOCSegmentation(str(root), "val", transform=SegEvalTransform(None, scale=(40, 27)))
+    items = [data[0], data[1]]  # 2008_000002 (18, 18) → (27, 27); 2007_000039 (24, 16) → (40, 27)
+    assert [tuple(item["image"].shape[-2:]) for item in items] == [(27, 27), (40, 27)]
+    batch = collate_segmentation(items, pad=True)
+    assert batch["image"].shape == (2, 3, 40, 27)
+    assert batch["input_size"] == [(27, 27), (40, 27)]
+    assert torch.equal(batch["image"][0, :, :27], items[0]["image"])
+    assert torch.count_nonzero(batch["image"][0, :, 27:]) == 0  # padding: zeros only
+    assert torch.equal(batch["image"][1], items[1]["image"])
+    assert [tuple(m.shape) for m in batch["mask"]] == [SIZES["2008_000002"], SIZES["2007_000039"]]
+    with pytest.raises(ValueError, match="batch_size=1"):
+        collate_segmentation(items)  # without pad, still refused
+    with pytest.raises(ValueError, match="not both"):
+        SegEvalTransform(16, scale=(40, 27))

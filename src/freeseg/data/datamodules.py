@@ -175,7 +175,9 @@ class SegmentationDataModule(L.LightningDataModule):
     """Segmentation sets with ground truth for validate/test/predict (and supervised fit).
 
     Eval batches (:func:`~freeseg.data.segsets.collate_segmentation`): ``{"image": (B, 3, S, S),
-    "mask": [B] of (H, W) int64 at the original size, "id": [B], "size": [B] of (H, W)}``.
+    "input_size": [B] of (S, S), "mask": [B] of (H, W) int64 at the original size, "id": [B],
+    "size": [B] of (H, W)}``. With ``eval_scale`` the val/test images keep their aspect ratio
+    and are zero-padded to the largest of the batch; ``input_size`` gives each one's own size.
     Fit batches use :class:`SegTrainTransform` (crop ``image_size``, default 512) with stacked
     ``(B, S, S)`` masks.
 
@@ -186,6 +188,12 @@ class SegmentationDataModule(L.LightningDataModule):
         test_split, predict_split: default to ``val_split``.
         image_size: square network input side; None keeps original sizes (use batch_size 1).
         batch_size: per-rank batch size.
+        eval_scale: val/test only: resize keeping the aspect ratio to fit ``(long, short)``
+            (mmseg's test pipeline ``Resize(scale=(2048, 512), keep_ratio=True)``,
+            :func:`~freeseg.data.transforms.keep_ratio_size`) instead of the square
+            ``image_size``; batches are padded (stage 2 runs the network on each image's own
+            size, :class:`~freeseg.stages.refine_module.RefineModule`). Predict keeps
+            ``image_size``.
         num_workers: DataLoader workers.
         classes: class list path or builtin ("voc", "coco_object"); mask values above its
             length (255 aside) raise an error naming the file when read.
@@ -203,6 +211,7 @@ class SegmentationDataModule(L.LightningDataModule):
         batch_size: PositiveInt = 8,
         num_workers: NonNegativeInt = 2,
         classes: str = "voc",
+        eval_scale: tuple[PositiveInt, PositiveInt] | None = None,
     ) -> None:
         super().__init__()
         self.root = root
@@ -217,15 +226,19 @@ class SegmentationDataModule(L.LightningDataModule):
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.classes: ClassList = load_classes(classes)
+        self.eval_scale = None if eval_scale is None else (int(eval_scale[0]), int(eval_scale[1]))
         self.sets: dict[str, SegmentationFolder] = {}
+
+    def _keeps_ratio(self, role: str) -> bool:
+        return self.eval_scale is not None and role in ("val", "test")
 
     def _make_set(self, role: str) -> SegmentationFolder:
         train = role == "train"
-        transform = (
-            SegTrainTransform(crop=self.image_size or 512)
-            if train
-            else SegEvalTransform(self.image_size)
-        )
+        transform: SegTrainTransform | SegEvalTransform = SegEvalTransform(self.image_size)
+        if train:
+            transform = SegTrainTransform(crop=self.image_size or 512)
+        elif self._keeps_ratio(role):
+            transform = SegEvalTransform(None, scale=self.eval_scale)
         split = self.splits[role]
         if self.dataset == "folder":
             if role != "predict":
@@ -282,7 +295,9 @@ class SegmentationDataModule(L.LightningDataModule):
             sampler=sampler,
             drop_last=train,
             num_workers=self.num_workers,
-            collate_fn=partial(collate_segmentation, stack_masks=train),
+            collate_fn=partial(
+                collate_segmentation, stack_masks=train, pad=self._keeps_ratio(role)
+            ),
         )
 
     def train_dataloader(self) -> DataLoader:

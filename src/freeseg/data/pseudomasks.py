@@ -220,6 +220,9 @@ class PseudoMaskDataModule(L.LightningDataModule):
         val_split: ground-truth split for validation (VOC ``val``, COCO ``val2017``).
         classes: class list (file or builtin); must equal the manifest's.
         image_size: network input side for predict/validation (paper 448); None = original.
+        eval_scale: val/test images resized keeping their aspect ratio to fit ``(long, short)``
+            instead of the square ``image_size`` (stage 2 in the paper: mmseg's ``(2048, 512)``;
+            see :class:`~freeseg.data.datamodules.SegmentationDataModule`).
         batch_size: per-rank batch size.
         num_workers: DataLoader workers.
         train_crop: stage-2 crop side (paper 512).
@@ -242,6 +245,7 @@ class PseudoMaskDataModule(L.LightningDataModule):
         train_crop: PositiveInt = 512,
         scale_range: tuple[float, float] = (0.5, 2.0),
         require: dict[str, Any] | None = None,
+        eval_scale: tuple[PositiveInt, PositiveInt] | None = None,
     ) -> None:
         super().__init__()
         self.pseudo_dir = pseudo_dir
@@ -262,6 +266,7 @@ class PseudoMaskDataModule(L.LightningDataModule):
             batch_size=batch_size,
             num_workers=num_workers,
             classes=classes,
+            eval_scale=eval_scale,
         )
         self.train_set: SegmentationFolder | None = None
         self.manifest: dict[str, Any] | None = None

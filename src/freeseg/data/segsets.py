@@ -2,8 +2,9 @@
 
 Every set is a list of (id, image path, mask path or None) read by one base class. An item is
 ``{"image": (3, S, S) float32, "mask": (H, W) int64, "id": str, "size": (H, W)}``: the image as
-the transform makes it for the network, the mask at the original size with 0 = background,
-1..C = classes, 255 = ignore. Sets without masks (``has_masks`` False) leave out ``"mask"``.
+the transform makes it for the network (square, or ``(3, H', W')`` when the transform keeps the
+aspect ratio), the mask at the original size with 0 = background, 1..C = classes, 255 = ignore.
+Sets without masks (``has_masks`` False) leave out ``"mask"``.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import Dataset
 
@@ -249,21 +251,37 @@ class ImageFolderSet(SegmentationFolder):
         super().__init__(entries, transform)
 
 
-def collate_segmentation(items: list[dict[str, Any]], stack_masks: bool = False) -> dict[str, Any]:
+def collate_segmentation(
+    items: list[dict[str, Any]], stack_masks: bool = False, pad: bool = False
+) -> dict[str, Any]:
     """Stack images; keep masks as a list (original sizes differ) unless ``stack_masks``.
 
+    Args:
+        items: dataset items.
+        stack_masks: stack the masks into one tensor (they must share a size).
+        pad: images of different sizes are zero-padded at the bottom/right to the largest
+            height and width of the batch (0 is the mean colour after normalisation); each
+            image's own size is kept under ``"input_size"``, which is what the network is run on.
+
     Returns:
-        ``{"image": (B, 3, S, S), "id": [B], "size": [B] of (H, W), "mask": [B] of (H, W) int64
+        ``{"image": (B, 3, S, S) or padded (B, 3, H_max, W_max), "input_size": [B] of (h, w)
+        before padding, "id": [B], "size": [B] of original (H, W), "mask": [B] of (H, W) int64
         or (B, H, W) if stack_masks}``; no ``"mask"`` when the items have none.
     """
-    shapes = {tuple(item["image"].shape) for item in items}
-    if len(shapes) > 1:
+    input_sizes = [tuple(item["image"].shape[-2:]) for item in items]
+    if len(set(input_sizes)) > 1 and not pad:
         raise ValueError(
-            f"cannot batch images of different shapes {sorted(shapes)}: set image_size so every "
-            "image is resized to one square size, or use batch_size=1"
+            f"cannot batch images of different shapes {sorted(set(input_sizes))}: set image_size "
+            "so every image is resized to one square size, or use batch_size=1"
         )
+    height, width = (max(hw[i] for hw in input_sizes) for i in (0, 1))
+    images = [
+        F.pad(item["image"], (0, width - hw[1], 0, height - hw[0]))
+        for item, hw in zip(items, input_sizes, strict=True)
+    ]
     batch: dict[str, Any] = {
-        "image": torch.stack([item["image"] for item in items]),
+        "image": torch.stack(images),
+        "input_size": input_sizes,
         "id": [item["id"] for item in items],
         "size": [item["size"] for item in items],
     }

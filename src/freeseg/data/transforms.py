@@ -4,9 +4,10 @@ Image-text (stage 0): the paper follows GroupViT / DeiT augmentation; we keep it
 RandomResizedCrop + horizontal flip, then normalisation. Evaluation resizes to a square.
 
 Segmentation: images go to the network normalised; masks stay integer label maps
-(``(H, W)`` int64, 255 = ignore). :class:`SegEvalTransform` keeps the mask at its original size
-so metrics are computed at the original resolution; :class:`SegTrainTransform` is the
-mmseg-style random scale + crop + flip used for stage-2 training.
+(``(H, W)`` int64, 255 = ignore). :class:`SegEvalTransform` resizes the image to a square or,
+as mmseg's test pipeline, keeping its aspect ratio, and keeps the mask at its original size so
+metrics are computed at the original resolution; :class:`SegTrainTransform` is the mmseg-style
+random scale + crop + flip used for stage-2 training.
 """
 
 from __future__ import annotations
@@ -70,12 +71,34 @@ def _mask_tensor(mask: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(mask)).long()
 
 
+def keep_ratio_size(height: int, width: int, scale: tuple[int, int]) -> tuple[int, int]:
+    """The size mmseg's ``Resize(scale, keep_ratio=True)`` gives an image (mmcv ``rescale_size``).
+
+    The image is scaled by ``r = min(max(scale) / long side, min(scale) / short side)``, so that
+    it fits inside ``scale`` in either orientation: with ``(2048, 512)`` the short side becomes
+    512 unless the long side would then exceed 2048. Sides round as mmcv does, ``int(x + 0.5)``.
+
+    Args:
+        height, width: the image's size, > 0.
+        scale: ``(long, short)`` bound (either order).
+
+    Returns:
+        ``(H', W')``, e.g. ``(375, 500)`` → ``(512, 683)`` with ``scale=(2048, 512)``.
+    """
+    if min(height, width) <= 0 or min(scale) <= 0:
+        raise ValueError(f"sizes must be positive, got image {(height, width)} scale {scale}")
+    ratio = min(max(scale) / max(height, width), min(scale) / min(height, width))
+    return int(height * ratio + 0.5), int(width * ratio + 0.5)
+
+
 class SegEvalTransform:
     """Resize the image for the network; keep the mask at the original size.
 
     Args:
         size: square side the image is resized to (bilinear); None keeps the original size.
         mean, std: normalisation (default ImageNet).
+        scale: instead of ``size``, resize keeping the aspect ratio to fit ``(long, short)``
+            (:func:`keep_ratio_size`; mmseg's test pipeline, e.g. ``(2048, 512)``).
     """
 
     def __init__(
@@ -83,19 +106,25 @@ class SegEvalTransform:
         size: int | None = 448,
         mean: Sequence[float] = IMAGENET_MEAN,
         std: Sequence[float] = IMAGENET_STD,
+        scale: tuple[int, int] | None = None,
     ) -> None:
+        if scale is not None and size is not None:
+            raise ValueError(f"give size ({size}) or scale ({scale}), not both")
         self.size = size
+        self.scale = None if scale is None else (int(scale[0]), int(scale[1]))
         self.mean, self.std = tuple(mean), tuple(std)
 
     def __call__(
         self, image: Image.Image, mask: np.ndarray | None
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Returns ``(3, S, S)`` float32 image and the ``(H, W)`` int64 mask (or None)."""
+        """Returns the ``(3, S, S)`` (or ``(3, H', W')``) float32 image and the ``(H, W)`` int64
+        mask (or None)."""
         tensor = _image_tensor(image, self.mean, self.std)
-        if self.size is not None:
-            tensor = TF.resize(
-                tensor, [self.size, self.size], InterpolationMode.BILINEAR, antialias=True
-            )
+        size = None if self.size is None else [self.size, self.size]
+        if self.scale is not None:
+            size = list(keep_ratio_size(image.height, image.width, self.scale))
+        if size is not None:
+            tensor = TF.resize(tensor, size, InterpolationMode.BILINEAR, antialias=True)
         return tensor, None if mask is None else _mask_tensor(mask)
 
 
@@ -157,3 +186,22 @@ class SegTrainTransform:
             tensor = tensor.flip(-1)
             label = None if label is None else label.flip(-1)
         return tensor.contiguous(), None if label is None else label[0].long()
+
+
+def to_uint8_image(
+    image_chw: torch.Tensor,
+    mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD,
+) -> np.ndarray:
+    """Undo the input normalisation: ``(3, H, W)`` normalised float → ``(H, W, 3)`` uint8 RGB.
+
+    Args:
+        image_chw: ``(3, H, W)`` float, ``(x / 255 − mean) / std``.
+        mean, std: the three per-channel values the image was normalised with ([0, 1] units).
+    """
+    if image_chw.ndim != 3 or image_chw.shape[0] != 3:
+        raise ValueError(f"image_chw must have shape (3, H, W), got {tuple(image_chw.shape)}")
+    m = torch.tensor(mean, dtype=image_chw.dtype, device=image_chw.device).view(3, 1, 1)
+    s = torch.tensor(std, dtype=image_chw.dtype, device=image_chw.device).view(3, 1, 1)
+    rgb = ((image_chw * s + m) * 255.0).round().clamp(0, 255).to(torch.uint8)
+    return rgb.permute(1, 2, 0).contiguous().cpu().numpy()

@@ -22,7 +22,7 @@ no downloads), built to match mmseg's where smp allows it:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import segmentation_models_pytorch as smp
@@ -30,7 +30,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["build_pspnet", "resize_logits", "slide_logits", "unused_parameters", "whole_logits"]
+__all__ = [
+    "build_pspnet",
+    "logits_per_size",
+    "resize_logits",
+    "slide_logits",
+    "unused_parameters",
+    "whole_logits",
+]
 
 
 def unused_parameters(net: nn.Module, size: int = 64) -> list[str]:
@@ -200,18 +207,60 @@ def slide_logits(
     return total / count
 
 
-def resize_logits(logits: torch.Tensor, sizes: Sequence[tuple[int, int]]) -> list[torch.Tensor]:
+def logits_per_size(
+    infer: Callable[[torch.Tensor], torch.Tensor],
+    images: torch.Tensor,
+    input_sizes: Sequence[tuple[int, int]],
+) -> list[torch.Tensor]:
+    """Run ``infer`` on each image of a padded batch at its own size, never on the padding.
+
+    Images of one size go through ``infer`` together, so a batch of equal sizes is one call on
+    the whole batch, exactly as without padding; padding would otherwise change the logits of
+    the image itself (convolutions near the border, PSPNet's pooling over the whole map).
+
+    Args:
+        infer: ``(b, 3, h, w)`` → ``(b, K, h, w)`` logits (e.g. :func:`whole_logits`).
+        images: ``(B, 3, H, W)`` float, image i in ``[:, :h_i, :w_i]``, zero-padded beyond.
+        input_sizes: B pairs ``(h_i, w_i)``, each within ``(H, W)``.
+
+    Returns:
+        B tensors ``(K, h_i, w_i)`` float, in batch order.
+    """
+    if len(input_sizes) != images.shape[0]:
+        raise ValueError(
+            f"input_sizes must list {images.shape[0]} (h, w) pairs, got {len(input_sizes)}"
+        )
+    groups: dict[tuple[int, int], list[int]] = {}
+    for index, hw in enumerate(input_sizes):
+        h, w = int(hw[0]), int(hw[1])
+        if not (0 < h <= images.shape[-2] and 0 < w <= images.shape[-1]):
+            raise ValueError(
+                f"input size {(h, w)} lies outside the batch's {tuple(images.shape[-2:])}"
+            )
+        groups.setdefault((h, w), []).append(index)
+    out: list[torch.Tensor | None] = [None] * len(input_sizes)
+    for (h, w), indices in groups.items():
+        crop = images if len(indices) == len(out) else images[indices]
+        logits = infer(crop[..., :h, :w])
+        for row, index in zip(logits, indices, strict=True):
+            out[index] = row
+    return [row for row in out if row is not None]
+
+
+def resize_logits(
+    logits: torch.Tensor | Sequence[torch.Tensor], sizes: Sequence[tuple[int, int]]
+) -> list[torch.Tensor]:
     """Bilinearly resize each image's logits to its own (original) size.
 
     Args:
-        logits: ``(B, K, h, w)`` float.
+        logits: ``(B, K, h, w)`` float, or B tensors ``(K, h_i, w_i)``.
         sizes: B pairs ``(H_i, W_i)``.
 
     Returns:
         B tensors ``(K, H_i, W_i)`` float.
     """
-    if len(sizes) != logits.shape[0]:
-        raise ValueError(f"sizes must list {logits.shape[0]} (H, W) pairs, got {len(sizes)}")
+    if len(sizes) != len(logits):
+        raise ValueError(f"sizes must list {len(logits)} (H, W) pairs, got {len(sizes)}")
     return [
         F.interpolate(row[None], size=(int(hw[0]), int(hw[1])), mode="bilinear")[0]
         for row, hw in zip(logits, sizes, strict=True)

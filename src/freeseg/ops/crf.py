@@ -12,21 +12,26 @@ Defaults are the settings almost every weakly supervised segmentation code base 
 smoothness sxy 3, weight 3; bilateral sxy 80, srgb 13, weight 10 — chosen for PASCAL VOC's
 ~500 × 375 images. ``scale_factor`` divides both sxy values (AffinityNet's convention for
 downscaled images).
+
+This module imports no torch, so that the CRF worker processes (:class:`DenseCRFPool`) start in
+a fraction of a second.
 """
 
 from __future__ import annotations
 
 import multiprocessing
+import multiprocessing.context
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
-from typing import Any
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from typing import Any, Literal
 
 import numpy as np
 import pydensecrf.densecrf as dcrf
-import torch
 from pydensecrf.utils import unary_from_softmax
 
-__all__ = ["dense_crf", "dense_crf_batch", "to_uint8_image"]
+__all__ = ["DenseCRFPool", "dense_crf", "dense_crf_batch"]
+
+StartMethod = Literal["forkserver", "spawn"]
 
 
 def _check_inputs(image: np.ndarray, probs: np.ndarray) -> None:
@@ -94,20 +99,113 @@ def dense_crf(
     return q.argmax(0).astype(np.int64)
 
 
-def _dense_crf_star(args: tuple[np.ndarray, np.ndarray, dict[str, Any]]) -> np.ndarray:
-    image, probs, params = args
+def _dense_crf_job(image: np.ndarray, probs: np.ndarray, params: dict[str, Any]) -> np.ndarray:
     return dense_crf(image, probs, **params)
 
 
+def _start_context(start_method: StartMethod) -> multiprocessing.context.BaseContext:
+    """The multiprocessing context of the pool; ``forkserver`` falls back to ``spawn`` where the
+    platform lacks it (Windows). Never ``fork``: the caller may hold a CUDA context."""
+    if start_method not in ("forkserver", "spawn"):
+        raise ValueError(f"start_method must be 'forkserver' or 'spawn', got {start_method!r}")
+    if start_method not in multiprocessing.get_all_start_methods():
+        start_method = "spawn"
+    return multiprocessing.get_context(start_method)
+
+
+class DenseCRFPool:
+    """:func:`dense_crf` on a persistent pool of worker processes, fed one image at a time.
+
+    The pool is started on the first :meth:`submit` and lives until :meth:`close`: one pool
+    serves a whole evaluation run, and the caller keeps working while the workers run the CRF.
+    Workers are started with ``forkserver`` or ``spawn``, never ``fork`` (forking a process that
+    holds CUDA is unsafe); a job needs only this module, which imports no torch. With ``spawn`` or
+    ``forkserver`` a script that starts a pool needs the ``if __name__ == "__main__":`` guard.
+    Results equal :func:`dense_crf` in the calling process exactly.
+
+    Args:
+        workers: worker processes; 0 runs each image in the calling process inside
+            :meth:`submit` (no pool, the future is already done).
+        start_method: ``forkserver`` (the server is started once per process, every later pool
+            forks from it at once) or ``spawn``.
+        max_pending: images submitted but not finished before :meth:`submit` waits for one
+            (bounds the probabilities held in memory); default ``4 * workers``.
+        **params: keyword settings of :func:`dense_crf`, shared by every image.
+    """
+
+    def __init__(
+        self,
+        workers: int = 2,
+        start_method: StartMethod = "forkserver",
+        max_pending: int | None = None,
+        **params: Any,
+    ) -> None:
+        if workers < 0:
+            raise ValueError(f"workers must be >= 0 (0: in-process), got {workers}")
+        self.workers = workers
+        self.context = _start_context(start_method) if workers else None
+        self.max_pending = max_pending if max_pending is not None else 4 * workers
+        if workers and self.max_pending < 1:
+            raise ValueError(f"max_pending must be >= 1, got {self.max_pending}")
+        self.params = dict(params)
+        self._executor: ProcessPoolExecutor | None = None
+        self._pending: list[Future[np.ndarray]] = []
+
+    def submit(self, image: np.ndarray, probs: np.ndarray) -> Future[np.ndarray]:
+        """Queue one image; its future gives the ``(H, W)`` int64 labels of :func:`dense_crf`.
+
+        Args:
+            image: ``(H, W, 3)`` uint8 RGB.
+            probs: ``(K, H, W)`` float softmax probabilities.
+
+        Raises:
+            ValueError: for a wrong shape or dtype, in the caller rather than in a worker.
+        """
+        image, probs = np.asarray(image), np.asarray(probs, dtype=np.float32)
+        _check_inputs(image, probs)
+        if not self.workers:
+            done: Future[np.ndarray] = Future()
+            done.set_result(_dense_crf_job(image, probs, self.params))
+            return done
+        if self._executor is None:
+            self._executor = ProcessPoolExecutor(self.workers, mp_context=self.context)
+        self._pending = [f for f in self._pending if not f.done()]
+        if len(self._pending) >= self.max_pending:
+            wait(self._pending, return_when=FIRST_COMPLETED)
+            self._pending = [f for f in self._pending if not f.done()]
+        future = self._executor.submit(_dense_crf_job, image, probs, self.params)
+        self._pending.append(future)
+        return future
+
+    def close(self, cancel: bool = False) -> None:
+        """Stop the workers and wait for them to exit (idempotent). Unfinished images are
+        finished first, or dropped with ``cancel`` (their futures are then cancelled)."""
+        executor, self._executor, self._pending = self._executor, None, []
+        if executor is not None:
+            executor.shutdown(wait=True, cancel_futures=cancel)
+
+    def __enter__(self) -> DenseCRFPool:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close(cancel=exc_info[0] is not None)
+
+
 def dense_crf_batch(
-    images: Sequence[np.ndarray], probs: Sequence[np.ndarray], workers: int = 2, **params: Any
+    images: Sequence[np.ndarray],
+    probs: Sequence[np.ndarray],
+    workers: int = 2,
+    start_method: StartMethod = "forkserver",
+    **params: Any,
 ) -> list[np.ndarray]:
-    """:func:`dense_crf` on many images, in ``workers`` processes (serial when ``workers <= 1``).
+    """:func:`dense_crf` on many images, in ``workers`` processes (in-process when ``workers``
+    is 0 or 1, or for a single image), through a :class:`DenseCRFPool` closed before returning.
 
     Args:
         images: N arrays ``(H_i, W_i, 3)`` uint8.
         probs: N arrays ``(K, H_i, W_i)`` float.
-        workers: worker processes; the pool is forked per call (no torch work in the children).
+        workers: worker processes.
+        start_method: see :class:`DenseCRFPool`.
         **params: keyword settings of :func:`dense_crf`.
 
     Returns:
@@ -115,31 +213,13 @@ def dense_crf_batch(
     """
     if len(images) != len(probs):
         raise ValueError(f"probs must hold one array per image ({len(images)}), got {len(probs)}")
-    pairs = zip(images, probs, strict=True)
-    jobs = [(np.asarray(i), np.asarray(p, dtype=np.float32), params) for i, p in pairs]
-    for image, prob, _ in jobs:  # fail in the caller, not in a worker
+    pairs = [
+        (np.asarray(i), np.asarray(p, dtype=np.float32)) for i, p in zip(images, probs, strict=True)
+    ]
+    for image, prob in pairs:  # every input checked before any work starts
         _check_inputs(image, prob)
-    workers = min(workers, len(jobs))
-    if workers <= 1:
-        return [_dense_crf_star(job) for job in jobs]
-    methods = multiprocessing.get_all_start_methods()
-    context = multiprocessing.get_context("fork" if "fork" in methods else None)
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-        return list(pool.map(_dense_crf_star, jobs))
-
-
-def to_uint8_image(
-    image_chw: torch.Tensor, mean: Sequence[float], std: Sequence[float]
-) -> np.ndarray:
-    """Undo the input normalisation: ``(3, H, W)`` normalised float → ``(H, W, 3)`` uint8 RGB.
-
-    Args:
-        image_chw: ``(3, H, W)`` float, ``(x / 255 − mean) / std``.
-        mean, std: the three per-channel values the image was normalised with ([0, 1] units).
-    """
-    if image_chw.ndim != 3 or image_chw.shape[0] != 3:
-        raise ValueError(f"image_chw must have shape (3, H, W), got {tuple(image_chw.shape)}")
-    m = torch.tensor(mean, dtype=image_chw.dtype, device=image_chw.device).view(3, 1, 1)
-    s = torch.tensor(std, dtype=image_chw.dtype, device=image_chw.device).view(3, 1, 1)
-    rgb = ((image_chw * s + m) * 255.0).round().clamp(0, 255).to(torch.uint8)
-    return rgb.permute(1, 2, 0).contiguous().cpu().numpy()
+    workers = min(workers, len(pairs))
+    workers = 0 if workers <= 1 else workers
+    with DenseCRFPool(workers, start_method, max_pending=len(pairs) or 1, **params) as pool:
+        futures = [pool.submit(image, prob) for image, prob in pairs]
+        return [future.result() for future in futures]

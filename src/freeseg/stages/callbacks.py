@@ -12,12 +12,17 @@ it needs and ignores batches that lack them, so one callback list serves every s
 
 Each logs once per epoch under ``val/…`` or ``test/…``. The metrics are DDP-safe
 torchmetrics states; ``compute()`` synchronises them across ranks.
+
+A prediction may still be being computed (:class:`Deferred`, e.g. dense-CRF labels from worker
+processes): :class:`MeanIoUCallback` keeps it with its target, feeds it once done, and waits for
+the rest before it computes.
 """
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import lightning.pytorch as pl
 import torch
@@ -25,6 +30,20 @@ from lightning.pytorch.utilities import rank_zero_info
 from torchmetrics import Metric
 
 from freeseg.metrics import AttentionFit, MatchedIoU, MeanIoU, MultiLabelAP
+
+
+@runtime_checkable
+class Deferred(Protocol):
+    """An output value still being computed: ``done()`` says whether ``result()`` would wait."""
+
+    def done(self) -> bool: ...
+
+    def result(self) -> Any: ...
+
+
+def resolve(value: Any) -> Any:
+    """The value itself, or a :class:`Deferred` value's result (waiting for it)."""
+    return value.result() if isinstance(value, Deferred) else value
 
 
 def _num_classes(pl_module: pl.LightningModule) -> int:
@@ -60,6 +79,9 @@ class _MetricCallback(pl.Callback):
     def report(self, metric: Metric) -> dict[str, float]:
         return {self.name: float(metric.compute())}
 
+    def flush(self, metric: Metric) -> None:
+        """Feed whatever is still pending before the metric is computed (nothing by default)."""
+
     def _on_start(self, pl_module: pl.LightningModule) -> None:
         self.metric = self.build(pl_module).to(pl_module.device)
 
@@ -69,6 +91,8 @@ class _MetricCallback(pl.Callback):
 
     def _on_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         metric = self.metric
+        if metric is not None:
+            self.flush(metric)
         if metric is None or not metric.update_called:
             return
         prefix = _prefix(trainer)
@@ -147,6 +171,9 @@ class MatchedIoUCallback(_MetricCallback):
 class MeanIoUCallback(_MetricCallback):
     """Dataset mIoU (mmseg convention) of predicted class maps under ``key``.
 
+    Predictions may be :class:`Deferred` (``pred_crf`` of stage 2): they are fed as they finish
+    and all of them before the epoch's metric is computed.
+
     Args:
         key: output key holding the list of ``(H, W)`` predictions.
         name: logged name, e.g. ``mIoU`` or ``mIoU_argmax``.
@@ -157,6 +184,25 @@ class MeanIoUCallback(_MetricCallback):
         self.key = key
         self.name = name
         self.per_class: torch.Tensor | None = None
+        self._pending: deque[tuple[Deferred, torch.Tensor]] = deque()
+
+    def _on_start(self, pl_module: pl.LightningModule) -> None:
+        super()._on_start(pl_module)
+        self._pending.clear()
+
+    def on_exception(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
+    ) -> None:
+        self._pending.clear()
+
+    def _feed_pending(self, metric: Metric, wait: bool) -> None:
+        """Feed pending predictions in order, as long as they are done (all with ``wait``)."""
+        while self._pending and (wait or self._pending[0][0].done()):
+            pred, target = self._pending.popleft()
+            metric.update(pred.result()[None], target[None])
+
+    def flush(self, metric: Metric) -> None:
+        self._feed_pending(metric, wait=True)
 
     def build(self, pl_module: pl.LightningModule) -> Metric:
         return MeanIoU(
@@ -167,7 +213,11 @@ class MeanIoUCallback(_MetricCallback):
         if self.key not in outputs or "target" not in outputs:
             return
         for pred, target in zip(outputs[self.key], outputs["target"], strict=True):
-            metric.update(pred[None], target[None])
+            if isinstance(pred, Deferred):
+                self._pending.append((pred, target))
+            else:
+                metric.update(pred[None], target[None])
+        self._feed_pending(metric, wait=False)  # bounded memory: feed what is done already
 
     def report(self, metric: Metric) -> dict[str, float]:
         self.per_class = metric.per_class().detach().cpu()  # type: ignore[operator]

@@ -5,9 +5,13 @@ the pseudo-mask Y_seg1 and W its credible pixels (Eq. 9), i.e. every pixel whose
 255. The train batch carries the labels under ``"target"`` (PseudoMaskDataModule) or ``"mask"``
 (SegmentationDataModule: the fully supervised oracle on ground truth).
 
-Evaluation: whole-image (or sliding-window) logits at the network input size, bilinearly resized
-to each image's original size, argmax → ``"pred"``; with ``crf`` also a dense-CRF refined
-``"pred_crf"`` (the paper's Y_seg2 post-processing). Metrics come from
+Evaluation: whole-image (or sliding-window) logits at the network input size, each image run
+at its own size (``"input_size"``; a batch padded to one size never feeds its padding to the
+network, :func:`~freeseg.models.segmenter.logits_per_size`), bilinearly resized to each image's
+original size, argmax → ``"pred"``. The paper configs keep the aspect ratio (mmseg's test
+pipeline, ``eval_scale`` of the datamodule). With ``crf`` also dense-CRF refined ``"pred_crf"``
+(the paper's Y_seg2 post-processing), computed beside the network in a process pool kept for
+the run (:mod:`freeseg.stages.crf_eval`). Metrics come from
 :class:`~freeseg.stages.callbacks.MeanIoUCallback` (``key="pred"`` / ``key="pred_crf"``).
 ``freeseg test`` also saves a figure of the first test images (image | Y_seg2 | + CRF | ground
 truth) as ``stage2_test_grid.png`` (and ``.npz``) in the log directory.
@@ -19,17 +23,22 @@ from typing import Any, Literal
 
 import lightning.pytorch as pl
 import torch
-import torch.nn.functional as F
-from jsonargparse.typing import NonNegativeFloat, PositiveFloat, PositiveInt
+from jsonargparse.typing import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 from freeseg.data.atomic import atomic_write_text
 from freeseg.data.classes import load_classes
-from freeseg.data.transforms import IGNORE_INDEX, IMAGENET_MEAN, IMAGENET_STD
-from freeseg.models.segmenter import build_pspnet, resize_logits, slide_logits, whole_logits
-from freeseg.ops.crf import dense_crf_batch, to_uint8_image
+from freeseg.data.transforms import IGNORE_INDEX
+from freeseg.models.segmenter import (
+    build_pspnet,
+    logits_per_size,
+    resize_logits,
+    slide_logits,
+    whole_logits,
+)
 from freeseg.ops.losses import partial_pixel_loss
-from freeseg.stages.callbacks import MeanIoUCallback
+from freeseg.stages.callbacks import MeanIoUCallback, resolve
+from freeseg.stages.crf_eval import CRFEvaluation, CRFPoolGuard
 from freeseg.stages.reports import Panel, iou_report, log_dir, save_figure
 from freeseg.stages.schedules import poly, schedule_steps
 from freeseg.stages.stage1_eval import denormalize
@@ -68,6 +77,10 @@ def foreground_fraction(labels: torch.Tensor, valid: torch.Tensor | None = None)
     return (fg * valid).sum() / valid.sum().clamp_min(1)
 
 
+def _as_array(panel: Any) -> Any:
+    return panel.cpu().numpy() if isinstance(panel, torch.Tensor) else panel
+
+
 class RefineModule(pl.LightningModule):
     """PSPNet trained on pseudo-masks (or ground truth) with the partial pixel loss.
 
@@ -85,7 +98,10 @@ class RefineModule(pl.LightningModule):
         poly_power: poly schedule power over the run's steps (:func:`~freeseg.stages.schedules.schedule_steps`).
         crf: also return dense-CRF labels ``pred_crf`` in validation and test.
         crf_params: keyword settings of :func:`~freeseg.ops.crf.dense_crf`.
-        crf_workers: CRF processes.
+        crf_workers: CRF worker processes, one pool per validation/test run; 0 runs the CRF in
+            this process. Outside a Trainer, call :meth:`close_crf_pool` after the steps.
+        crf_start_method: how the CRF workers start (never ``fork``, see
+            :class:`~freeseg.ops.crf.DenseCRFPool`).
         crf_size: run the CRF at each image's ``original`` size (image re-interpolated from the
             network input, exact when the eval transform keeps original sizes) or at the network
             ``input`` size, labels then nearest-resized.
@@ -112,7 +128,8 @@ class RefineModule(pl.LightningModule):
         poly_power: float = 0.9,
         crf: bool = False,
         crf_params: dict | None = None,
-        crf_workers: int = 2,
+        crf_workers: NonNegativeInt = 2,
+        crf_start_method: Literal["forkserver", "spawn"] = "forkserver",
         crf_size: Literal["original", "input"] = "original",
         sliding_window: bool = False,
         window: PositiveInt = 512,
@@ -134,9 +151,10 @@ class RefineModule(pl.LightningModule):
         encoder: Any = self.net.encoder
         self.input_multiple = int(encoder.output_stride)  # H, W the network accepts
         self.crf_params = dict(crf_params or {})
+        self.crf_eval = CRFEvaluation(crf_workers, crf_start_method, crf_size, self.crf_params)
         self._fg = torch.zeros(2)  # epoch sums of predicted / target foreground fractions
         self._steps = 0
-        self._figure: list[list[Panel]] = []
+        self._figure: list[list[Any]] = []  # rows of (kind, array or pending CRF labels)
 
     @property
     def num_classes(self) -> int:
@@ -196,38 +214,32 @@ class RefineModule(pl.LightningModule):
         self._fg = torch.zeros(2)
         self._steps = 0
 
-    def _crf_labels(
-        self, images: torch.Tensor, logits: torch.Tensor, per_image: list[torch.Tensor]
-    ) -> list[torch.Tensor]:
-        """Dense-CRF labels at each original size (see ``crf_size``)."""
-        original = self.hparams["crf_size"] == "original"
-        rgbs, probs = [], []
-        for image, small, big in zip(images, logits, per_image, strict=True):
-            if original:
-                image = F.interpolate(image[None], size=big.shape[-2:], mode="bilinear")[0]
-            rgbs.append(to_uint8_image(image, IMAGENET_MEAN, IMAGENET_STD))
-            probs.append((big if original else small).softmax(0).float().cpu().numpy())
-        labels = dense_crf_batch(rgbs, probs, self.hparams["crf_workers"], **self.crf_params)
-        out = [torch.from_numpy(label).to(logits.device) for label in labels]
-        return [
-            F.interpolate(label[None, None].float(), size=big.shape[-2:], mode="nearest")[
-                0, 0
-            ].long()
-            for label, big in zip(out, per_image, strict=True)
-        ]
+    def eval_logits(self, batch: dict[str, Any]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Logits of an evaluation batch, each image at its own input size and then resized.
 
-    def _eval_step(self, batch: dict[str, Any], prefix: str) -> dict[str, Any]:
+        Returns:
+            ``(small, per_image)``: B tensors ``(K+1, h_i, w_i)`` at the network input size
+            (``batch["input_size"]``, the whole image when absent) and B tensors
+            ``(K+1, H_i, W_i)`` at the original sizes (of ``batch["mask"]``, else ``"size"``).
+        """
+        images = batch["image"]
         masks = batch.get("mask")
         sizes = [tuple(m.shape[-2:]) for m in masks] if masks is not None else batch["size"]
-        logits = self(batch["image"])
-        per_image = resize_logits(logits, sizes)
+        inputs = batch.get("input_size") or [tuple(images.shape[-2:])] * len(images)
+        small = logits_per_size(self, images, inputs)
+        return small, resize_logits(small, sizes)
+
+    def _eval_step(self, batch: dict[str, Any], prefix: str) -> dict[str, Any]:
+        small, per_image = self.eval_logits(batch)
         out: dict[str, Any] = {"pred": [row.argmax(0) for row in per_image]}
-        if masks is not None:
-            out["target"] = [m.long() for m in masks]
+        if batch.get("mask") is not None:
+            out["target"] = [m.long() for m in batch["mask"]]
         if self.hparams["crf"]:
-            out["pred_crf"] = self._crf_labels(batch["image"], logits, per_image)
+            pairs = zip(batch["image"], small, strict=True)
+            images = [x[:, : s.shape[-2], : s.shape[-1]] for x, s in pairs]  # no padding
+            out["pred_crf"] = self.crf_eval.submit(images, small, per_image)
         fg = torch.stack([foreground_fraction(p) for p in out["pred"]]).mean()
-        self.log(f"{prefix}/fg_pred", fg, batch_size=len(sizes))
+        self.log(f"{prefix}/fg_pred", fg, batch_size=len(per_image))
         return out
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
@@ -235,23 +247,48 @@ class RefineModule(pl.LightningModule):
 
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
         out = self._eval_step(batch, "test")
+        inputs = batch.get("input_size") or [tuple(batch["image"].shape[-2:])] * len(out["pred"])
         for i in range(len(out["pred"])):
             if len(self._figure) >= FIGURE_ROWS:
                 break
             pred = out["pred"][i]
-            row: list[Panel] = [("rgb", denormalize(batch["image"][i], tuple(pred.shape)))]
+            image = batch["image"][i][:, : inputs[i][0], : inputs[i][1]]
+            row: list[Any] = [("rgb", denormalize(image, tuple(pred.shape)))]
             row += [("labels", pred.cpu().numpy())]
             if "pred_crf" in out:
-                row += [("labels", out["pred_crf"][i].cpu().numpy())]
+                row += [("labels", out["pred_crf"][i])]  # resolved at the epoch's end
             if "target" in out:
                 row += [("labels", out["target"][i].cpu().numpy())]
             self._figure.append(row)
         return out
 
+    def close_crf_pool(self, cancel: bool = False) -> None:
+        """Stop the CRF workers of the current run (idempotent)."""
+        self.crf_eval.close(cancel=cancel)
+
+    def configure_callbacks(self) -> list[pl.Callback]:
+        return [CRFPoolGuard()] if self.hparams["crf"] else []
+
+    def on_validation_epoch_start(self) -> None:
+        self.close_crf_pool(cancel=True)  # one pool per run: none left from an interrupted one
+
+    def on_validation_epoch_end(self) -> None:
+        self.close_crf_pool()  # the metric callbacks have collected the CRF labels already
+
+    def teardown(self, stage: str) -> None:
+        self.close_crf_pool(cancel=True)
+
     def on_test_epoch_start(self) -> None:
+        self.close_crf_pool(cancel=True)
         self._figure = []
 
     def on_test_epoch_end(self) -> None:
+        try:
+            self._report_test()
+        finally:
+            self.close_crf_pool()
+
+    def _report_test(self) -> None:
         out = log_dir(self.trainer)  # a collective under DDP: every rank asks
         if not self.trainer.is_global_zero:
             return
@@ -269,7 +306,10 @@ class RefineModule(pl.LightningModule):
             return
         titles = ["image", "Y_seg2"] + ["Y_seg2 + CRF"] * bool(self.hparams["crf"])
         titles += ["ground truth"] * (len(self._figure[0]) - len(titles))
-        save_figure(out / "stage2_test_grid.png", titles, self._figure)
+        rows: list[list[Panel]] = [
+            [(kind, _as_array(resolve(panel))) for kind, panel in row] for row in self._figure
+        ]
+        save_figure(out / "stage2_test_grid.png", titles, rows)
 
     def configure_optimizers(self) -> Any:
         optimizer = torch.optim.SGD(
