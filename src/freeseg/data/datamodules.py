@@ -63,7 +63,7 @@ class ImageTextDataModule(L.LightningDataModule):
         captions: False reads the images alone (self-supervised stage 0a on images without
             captions): a sample without ``.txt`` is then kept, with an empty caption.
 
-    The tokenizer is ``freeseg.models.tokenizer.ClipTokenizer(context_length)``, created in
+    The tokenizer is ``freeseg.data.tokenizer.ClipTokenizer(context_length)``, created in
     :meth:`setup` unless ``self.tokenizer`` was set before (any picklable list[str] → (B, L)).
     """
 
@@ -104,7 +104,7 @@ class ImageTextDataModule(L.LightningDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         if self.tokenizer is None:
-            from freeseg.models.tokenizer import ClipTokenizer
+            from freeseg.data.tokenizer import ClipTokenizer
 
             self.tokenizer = ClipTokenizer(self.context_length)
         if stage in (None, "fit"):

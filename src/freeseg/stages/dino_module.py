@@ -30,10 +30,10 @@ from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
 from freeseg.data.atomic import atomic_path
+from freeseg.data.tokenizer import ClipTokenizer
 from freeseg.data.views import MultiCrop
 from freeseg.models.dino_head import DINOHead
 from freeseg.models.image_encoder import create_vit, encode_with_attention
-from freeseg.models.tokenizer import ClipTokenizer
 from freeseg.ops.self_distillation import (
     centered_teacher,
     self_distillation_loss,

@@ -19,10 +19,10 @@ import torch
 from jsonargparse.typing import ClosedUnitInterval, NonNegativeFloat, PositiveFloat, PositiveInt
 
 from freeseg.data.classes import ClassList, load_classes, load_templates
+from freeseg.data.tokenizer import ClipTokenizer
 from freeseg.models.iclip import ICLIP
 from freeseg.models.image_encoder import EncoderOutput
 from freeseg.models.prompts import PromptBank
-from freeseg.models.tokenizer import ClipTokenizer
 from freeseg.ops.clustering import ClusterMethod
 from freeseg.ops.labels import image_labels
 from freeseg.ops.losses import info_nce

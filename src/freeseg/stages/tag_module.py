@@ -22,8 +22,8 @@ from torch import nn
 
 from freeseg.data.atomic import atomic_path
 from freeseg.data.classes import load_classes
+from freeseg.data.tokenizer import ClipTokenizer
 from freeseg.models.image_encoder import create_vit, encode_with_attention
-from freeseg.models.tokenizer import ClipTokenizer
 from freeseg.ops.labels import image_labels
 from freeseg.stages.schedules import schedule_steps, warmup_cosine
 
