@@ -164,3 +164,22 @@ def test_a_zero_size_or_count_is_refused_at_parse_time(capsys, config, key):
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert f'Parser key "{key.rsplit(".", 1)[-1]}"' in err and "v>0" in err
+
+
+@pytest.mark.parametrize(
+    ("key", "home"),
+    [
+        ("--model.init_args.context_length=16", "text_encoder.init_args.context_length"),
+        (
+            "--data.init_args.image_text.init_args.context_length=16",
+            "model.init_args.context_length (stage 0a)",
+        ),
+    ],
+    ids=["module", "data"],
+)
+def test_a_moved_context_length_key_is_refused_naming_its_home(key, home, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--config", str(REPO / "configs/synthetic/iclip.yaml"), key, "--print_config"])
+    assert exit_info.value.code == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "no longer takes 'context_length'" in last and home in last

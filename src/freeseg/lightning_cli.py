@@ -3,14 +3,16 @@
 Models and data modules are any ``LightningModule`` / ``LightningDataModule`` named by
 ``class_path``; there is no registry. The configuration actually used is saved beside
 the logs of every run. Before anything is built, every configured path to data or weights
-is checked, so a missing file stops the run at once with the key that names it.
+is checked, so a missing file stops the run at once with the key that names it. A key that
+has moved is refused naming where it lives now.
 """
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
@@ -69,8 +71,34 @@ def missing_paths(config: Any) -> list[str]:
     return problems
 
 
+# (class, key) no longer accepted → where that setting lives now
+MOVED_KEYS = {
+    ("ICLIPModule", "context_length"): (
+        "model.init_args.model.init_args.text_encoder.init_args.context_length"
+    ),
+    ("ImageTextDataModule", "context_length"): (
+        "the model's, whose tokenizer the data module uses: "
+        "model.init_args.model.init_args.text_encoder.init_args.context_length (stage 0), "
+        "model.init_args.context_length (stage 0a)"
+    ),
+}
+_REFUSED = re.compile(r"class_path '(?:[\w.]+\.)?(\w+)':\s+Option '(\w+)' is not accepted")
+
+
+def moved_key_hints(message: str) -> list[str]:
+    """One line per refused key of ``message`` that :data:`MOVED_KEYS` knows, naming its home."""
+    return [
+        f"{cls} no longer takes {key!r}; set {MOVED_KEYS[cls, key]}"
+        for cls, key in _REFUSED.findall(message)
+        if (cls, key) in MOVED_KEYS
+    ]
+
+
 class TrainerParser(OneLineErrors, LightningArgumentParser):
     """LightningCLI's parser, with a parse error as its last line and no usage before it."""
+
+    def error(self, message: str, ex: Exception | None = None) -> NoReturn:
+        super().error("\n".join([message, *moved_key_hints(message)]), ex)
 
 
 class FreeSegCLI(LightningCLI):

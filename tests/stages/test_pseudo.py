@@ -55,7 +55,7 @@ def _tiny_module(classes: str) -> ICLIPModule:
     encoder = net["init_args"]["image_encoder"]
     net["init_args"]["image_encoder"] = dict(encoder, init_args=dict(encoder["init_args"]))
     net["init_args"]["image_encoder"]["init_args"]["checkpoint"] = None
-    return ICLIPModule(build_network(net), classes=classes, context_length=16).eval()
+    return ICLIPModule(build_network(net), classes=classes).eval()
 
 
 @pytest.fixture(scope="module")
@@ -64,6 +64,7 @@ def tiny_ckpt(tiny_world, tmp_path_factory) -> Path:
     classes = str(tiny_world / "classes.txt")
     module = _tiny_module(classes)
     path = tmp_path_factory.mktemp("ckpt") / "tiny.ckpt"
+    # ICLIPModule's context_length, as older checkpoints hold it (now the text encoder's)
     hparams = {"model": TINY_NET, "classes": classes, "context_length": 16}
     torch.save(
         {
@@ -89,7 +90,6 @@ def _predict_args(world: Path, ckpt: Path, pseudo_dir: Path, tmp_path: Path) -> 
         *("--config", str(REPO / "configs/synthetic/iclip.yaml")),
         *("--config", str(REPO / "configs/synthetic/pseudo.yaml")),
         *("--config", str(tiny)),
-        "--model.init_args.context_length=16",
         f"--model.init_args.classes={classes}",
         f"--data.init_args.classes={classes}",
         f"--data.init_args.root={world / 'voc'}",

@@ -30,7 +30,6 @@ def _fit(tiny_world, epoch_size: int | None, **trainer_kwargs) -> list[float]:
         batch_size=16,
         num_workers=0,
         image_size=64,
-        context_length=16,
         epoch_size=epoch_size,
     )
     record = _RecordLR()

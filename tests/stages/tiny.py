@@ -23,7 +23,7 @@ def tiny_iclip_module(classes: str, **kwargs) -> ICLIPModule:
     encoder = FrozenViT("vit_tiny_patch16_224", img_size=64, model_kwargs=TINY_VIT)
     text = TextEncoder(width=32, layers=1, heads=2, context_length=16)
     model = ICLIP(encoder, text, embed_dim=16, pooling="smoothed_min", kernel_size=3)
-    return ICLIPModule(model, classes=classes, context_length=16, **kwargs)
+    return ICLIPModule(model, classes=classes, **kwargs)
 
 
 def validate_on_val(

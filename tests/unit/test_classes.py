@@ -1,17 +1,10 @@
-"""Class lists, templates and prompt reduction, against hand-written files and hand-worked numbers."""
+"""Class lists and templates, against hand-written files."""
 
 from __future__ import annotations
 
 import pytest
-import torch
 
-from freeseg.data.classes import (
-    ClassList,
-    build_prompts,
-    load_classes,
-    load_templates,
-    reduce_prompt_scores,
-)
+from freeseg.data.classes import load_classes, load_templates
 
 
 def test_class_file_with_synonyms_and_comments(tmp_path):
@@ -67,36 +60,6 @@ def test_template_without_placeholder_names_file_and_line(tmp_path):
     path.write_text("a photo of a {}.\na photo of something.\n", encoding="utf-8")
     with pytest.raises(ValueError, match=r"templates\.txt, line 2"):
         load_templates(str(path))
-
-
-def test_build_prompts_order_and_owner():
-    classes = ClassList(names=[["cat", "kitty"], ["dog"]])
-    prompts, owner = build_prompts(classes, ["a {}.", "the {}!"])
-    assert prompts == ["a cat.", "the cat!", "a kitty.", "the kitty!", "a dog.", "the dog!"]
-    assert owner.dtype == torch.long
-    assert owner.tolist() == [0, 0, 0, 0, 1, 1]
-
-
-def test_reduce_prompt_scores_hand_worked():
-    # prompts: cat/t1, cat/t2, kitty/t1, kitty/t2, dog/t1, dog/t2
-    owner = torch.tensor([0, 0, 0, 0, 1, 1])
-    scores = torch.tensor([[1.0, 3.0, 5.0, 1.0, 0.0, 4.0], [0.0, 0.0, -1.0, -3.0, 2.0, 2.0]])
-    # name means: cat 2, kitty 3, dog 2 | cat 0, kitty -2, dog 2 → max over names per class
-    out = reduce_prompt_scores(scores, owner, num_classes=2, num_templates=2)
-    assert torch.equal(out, torch.tensor([[3.0, 2.0], [0.0, 2.0]]))
-
-
-def test_reduce_prompt_scores_maps_match_loop():
-    gen = torch.Generator().manual_seed(0)
-    owner = torch.tensor([0, 0, 0, 0, 0, 0, 1, 1, 1])  # class 0: 2 names, class 1: 1 name; T = 3
-    maps = torch.randn(2, 9, 4, 5, generator=gen)
-    out = reduce_prompt_scores(maps, owner, num_classes=2, num_templates=3)
-    assert out.shape == (2, 2, 4, 5)
-    names = [maps[:, i * 3 : (i + 1) * 3].mean(dim=1) for i in range(3)]
-    assert torch.allclose(out[:, 0], torch.maximum(names[0], names[1]))
-    assert torch.allclose(out[:, 1], names[2])
-    with pytest.raises(ValueError, match="multiple of T"):
-        reduce_prompt_scores(maps, owner, num_classes=2, num_templates=2)
 
 
 def test_one_class_and_non_utf8_class_files_are_named(tmp_path):

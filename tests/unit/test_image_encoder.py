@@ -8,19 +8,15 @@ import copy
 import pytest
 import timm
 import torch
+import torch.nn.functional as F
 from safetensors.torch import save_file
 from timm.layers import resample_abs_pos_embed
 from torch import nn
 
-from freeseg.models.image_encoder import (
-    DINO_VITB8_URL,
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    EncoderOutput,
-    FrozenViT,
-    mean_std,
-)
+from freeseg.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from freeseg.models.image_encoder import EncoderOutput, FrozenViT
 from freeseg.models.stems import ConvStemPatchEmbed, conv_stem
+from freeseg.models.vit_checkpoint import DINO_VITB8_URL
 
 NAME = "vit_tiny_patch16_224"
 TINY = {"patch_size": 4, "embed_dim": 32, "depth": 2, "num_heads": 2}
@@ -89,6 +85,32 @@ def test_pos_embed_resampled_to_model_grid(tmp_path):
     assert enc.vit.pos_embed.shape == (1, 1 + 144, 32)
     assert torch.allclose(enc.vit.pos_embed, expected)
     assert torch.equal(enc.vit.pos_embed[:, 0], saved["pos_embed"][:, 0])
+
+
+def test_224_trained_pos_embed_loads_at_448_as_timm_loads_it(tmp_path):
+    """DINO's 224² grid (14×14 at patch 16) read at 448²: timm's own loader and bicubic."""
+    kwargs = {**TINY, "patch_size": 16}
+    saved = _dino_state_dict(_timm_vit(img_size=224, patch_size=16))
+    path = tmp_path / "dino224.pth"
+    torch.save(saved, path)
+    enc = FrozenViT(NAME, img_size=448, checkpoint=str(path), model_kwargs=kwargs)
+    by_timm = timm.create_model(
+        NAME,
+        pretrained=True,
+        pretrained_cfg_overlay={"file": str(path)},
+        num_classes=0,
+        img_size=448,
+        **kwargs,
+    )
+    assert enc.vit.pos_embed.shape == (1, 1 + 28 * 28, 32)
+    ours = enc.vit.state_dict()
+    for key, value in by_timm.state_dict().items():
+        assert torch.equal(ours[key], value), key
+    grid = saved["pos_embed"][:, 1:].reshape(1, 14, 14, 32).permute(0, 3, 1, 2)
+    # timm resamples with PyTorch's antialiased bicubic (PIL's kernel)
+    bicubic = F.interpolate(grid, size=(28, 28), mode="bicubic", antialias=True)
+    assert torch.allclose(enc.vit.pos_embed[:, 1:], bicubic.flatten(2).transpose(1, 2), atol=1e-6)
+    assert torch.equal(enc.vit.pos_embed[:, :1], saved["pos_embed"][:, :1])
 
 
 def test_mismatched_checkpoint_names_file_and_keys(tmp_path):
@@ -188,10 +210,9 @@ def test_conv_stem_layout_and_shapes():
 
 
 def test_mean_std_and_argument_errors():
-    assert mean_std("vit_base_patch8_224.dino") == (IMAGENET_MEAN, IMAGENET_STD)
-    assert mean_std("no_such_model") == (IMAGENET_MEAN, IMAGENET_STD)
+    dino = FrozenViT("vit_base_patch8_224.dino", 32, model_kwargs=TINY, input_stats="pretrained")
+    assert dino.input_mean_std == (IMAGENET_MEAN, IMAGENET_STD)
     enc = FrozenViT(NAME, img_size=32, model_kwargs=TINY)
-    assert enc.mean_std == mean_std(NAME)
     with pytest.raises(ValueError, match="checkpoint or hub_pretrained"):
         FrozenViT(NAME, checkpoint="x.pth", hub_pretrained=True)
     with pytest.raises(ValueError, match="images must be"):

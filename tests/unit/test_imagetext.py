@@ -7,6 +7,7 @@ import json
 import logging
 import tarfile
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -132,6 +133,26 @@ def test_epoch_size_fixes_the_number_of_batches(shards):
     assert len(loader) == 7
     _, batches = _collect(loader)
     assert len(batches) == 7 and all(b["image"].shape == (2, 3, 16, 16) for b in batches)
+
+
+def test_captions_are_tokenised_by_the_trained_modules_tokenizer(shards):
+    """One tokenizer per run: the LightningModule's; a module without one gets no input_ids."""
+    root, good = shards
+    for tokenizer in (StubTokenizer(), None):
+        dm = ImageTextDataModule(
+            str(root / "shard-*.tar"), batch_size=3, num_workers=0, image_size=16, shuffle_buffer=0
+        )
+        module = SimpleNamespace(tokenizer=tokenizer)
+        dm.trainer = SimpleNamespace(lightning_module=module, world_size=1)
+        dm.setup("fit")
+        assert dm.tokenizer is tokenizer
+        batch = next(iter(dm.train_dataloader()))
+        if tokenizer is None:
+            assert "input_ids" not in batch and batch["image"].shape == (3, 3, 16, 16)
+        else:
+            for key, row in zip(batch["key"], batch["input_ids"].tolist(), strict=True):
+                codes = [ord(c) for c in good[key][:CONTEXT]]
+                assert row[: len(codes)] == codes
 
 
 def test_val_shards_and_no_validation(shards):

@@ -6,8 +6,8 @@ import open_clip
 import pytest
 import torch
 
+from freeseg.data.tokenizer import ClipTokenizer
 from freeseg.models.text_encoder import TextEncoder
-from freeseg.models.tokenizer import ClipTokenizer
 
 SOT, EOT = 49406, 49407
 TINY = {"width": 32, "layers": 2, "heads": 2, "context_length": 16}

@@ -1,12 +1,13 @@
-"""Class lists, prompt templates and the prompts built from them.
+"""Class lists and prompt templates, read from data files.
 
 Class names and templates are data files, not code. A class file lists one foreground class per
 line (label id = line order + 1; background is id 0 and is not listed), its display name first
 and synonyms after commas. A template file lists one prompt template per line with ``{}`` where
 the class name goes. In both, blank lines and lines starting with ``#`` are ignored.
 
-Prompts are built for every (class, name, template); a class's score is the average over
-templates within each name, then the max over its names (:func:`reduce_prompt_scores`).
+:class:`freeseg.models.prompts.PromptBank` makes the prompts, one per (class, name, template):
+each name is embedded as the renormalised mean of its templates' text embeddings, and a class
+scores the max over its names.
 """
 
 from __future__ import annotations
@@ -14,8 +15,6 @@ from __future__ import annotations
 import importlib.resources
 from dataclasses import dataclass
 from pathlib import Path
-
-import torch
 
 BUILTIN_CLASSES = {"voc": "voc_classes.txt", "coco_object": "coco_object_classes.txt"}
 BUILTIN_TEMPLATES = {"single": "templates_single.txt", "clip80": "templates_clip80.txt"}
@@ -133,59 +132,3 @@ def load_templates(path_or_builtin: str) -> list[str]:
     if not templates:
         raise ValueError(f"{source}: no template listed; expected one template per line")
     return templates
-
-
-def build_prompts(classes: ClassList, templates: list[str]) -> tuple[list[str], torch.Tensor]:
-    """One prompt per (class, name, template), in that nesting order.
-
-    Args:
-        classes: C classes with N_c names each.
-        templates: T templates, each with one ``{}``.
-
-    Returns:
-        prompts: P = T * sum_c N_c strings; the T prompts of one name are contiguous.
-        owner: ``(P,)`` int64, the class index (0-based, background excluded) of each prompt.
-    """
-    prompts: list[str] = []
-    owner: list[int] = []
-    for class_idx, names in enumerate(classes.names):
-        for name in names:
-            for template in templates:
-                prompts.append(template.replace("{}", name))
-                owner.append(class_idx)
-    return prompts, torch.tensor(owner, dtype=torch.long)
-
-
-def reduce_prompt_scores(
-    scores: torch.Tensor, owner: torch.Tensor, num_classes: int, num_templates: int
-) -> torch.Tensor:
-    """Prompt scores → class scores: mean over templates within a name, then max over names.
-
-    Args:
-        scores: ``(B, P, *rest)`` scores for the prompts of :func:`build_prompts` (e.g. ``(B, P)``
-            image scores or ``(B, P, H, W)`` similarity maps).
-        owner: ``(P,)`` int64 class index of each prompt, as returned by :func:`build_prompts`.
-        num_classes: C, the number of classes.
-        num_templates: T, the number of templates the prompts were built with.
-
-    Returns:
-        ``(B, C, *rest)`` class scores, same dtype as ``scores``.
-    """
-    batch, num_prompts = scores.shape[:2]
-    rest = scores.shape[2:]
-    if num_prompts != owner.numel() or num_prompts % num_templates:
-        raise ValueError(
-            f"scores have {num_prompts} prompts but owner has {owner.numel()} entries and "
-            f"{num_templates} templates; expected P = len(owner), a multiple of T"
-        )
-    num_names = num_prompts // num_templates
-    per_name = scores.reshape(batch, num_names, num_templates, -1).mean(dim=2)  # (B, N, R)
-    name_owner = owner.reshape(num_names, num_templates)[:, 0].to(scores.device)  # (N,)
-    if name_owner.unique().numel() != num_classes:
-        raise ValueError(
-            f"owner covers {name_owner.unique().numel()} classes, expected {num_classes}"
-        )
-    index = name_owner.view(1, -1, 1).expand_as(per_name)
-    out = per_name.new_full((batch, num_classes, per_name.shape[-1]), float("-inf"))
-    out = out.scatter_reduce(1, index, per_name, reduce="amax", include_self=True)
-    return out.reshape(batch, num_classes, *rest)

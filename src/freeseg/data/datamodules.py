@@ -56,15 +56,16 @@ class ImageTextDataModule(L.LightningDataModule):
         num_workers: DataLoader workers; shards are split across them (and across ranks).
         image_size: square training/eval resolution (paper: 320).
         crop_scale_min: RandomResizedCrop lower area bound.
-        context_length: tokenizer length L.
         shuffle_buffer: sample shuffle buffer per worker (training).
         epoch_size: samples per epoch (None: one pass, see above).
         seed: shard/sample shuffle seed.
         captions: False reads the images alone (self-supervised stage 0a on images without
             captions): a sample without ``.txt`` is then kept, with an empty caption.
 
-    The tokenizer is ``freeseg.models.tokenizer.ClipTokenizer(context_length)``, created in
-    :meth:`setup` unless ``self.tokenizer`` was set before (any picklable list[str] → (B, L)).
+    Captions are tokenised with the ``tokenizer`` of the LightningModule being trained (taken in
+    :meth:`setup` unless ``self.tokenizer`` was set before; any picklable list[str] → (B, L)),
+    so the run builds one tokenizer and captions are cut to the length its model reads. Without
+    one (a module that reads no captions) batches carry no ``input_ids``.
     """
 
     def __init__(
@@ -75,7 +76,6 @@ class ImageTextDataModule(L.LightningDataModule):
         num_workers: NonNegativeInt = 2,
         image_size: PositiveInt = 320,
         crop_scale_min: float = 0.5,
-        context_length: PositiveInt = 77,
         shuffle_buffer: NonNegativeInt = 2000,
         epoch_size: PositiveInt | None = None,
         seed: int = 0,
@@ -92,7 +92,6 @@ class ImageTextDataModule(L.LightningDataModule):
         self.num_workers = num_workers
         self.image_size = image_size
         self.crop_scale_min = crop_scale_min
-        self.context_length = context_length
         self.shuffle_buffer = shuffle_buffer
         self.epoch_size = epoch_size
         self.seed = seed
@@ -103,10 +102,8 @@ class ImageTextDataModule(L.LightningDataModule):
         self.tallies = {"train": SkipTally("train"), "val": SkipTally("val")}
 
     def setup(self, stage: str | None = None) -> None:
-        if self.tokenizer is None:
-            from freeseg.models.tokenizer import ClipTokenizer
-
-            self.tokenizer = ClipTokenizer(self.context_length)
+        if self.tokenizer is None and self.trainer is not None:
+            self.tokenizer = getattr(self.trainer.lightning_module, "tokenizer", None)
         if stage in (None, "fit"):
             self.train_urls = expand_shards(self.train_shards)
             check_shards(self.train_urls)
@@ -124,7 +121,7 @@ class ImageTextDataModule(L.LightningDataModule):
         return ImageTextLoader(loader, tally, num_batches, source)
 
     def train_dataloader(self) -> ImageTextLoader:
-        if not self.train_urls or self.tokenizer is None:
+        if not self.train_urls:
             raise RuntimeError("call setup('fit') before train_dataloader()")
         world = self._world_size()
         if len(self.train_urls) < world:
@@ -151,7 +148,7 @@ class ImageTextDataModule(L.LightningDataModule):
         return self._loader(pipeline, self.tallies["train"], num_batches, self.train_shards)
 
     def val_dataloader(self) -> ImageTextLoader | list:
-        if not self.val_urls or self.tokenizer is None:
+        if not self.val_urls:
             return []  # no validation
         pipeline = build_imagetext_pipeline(
             self.val_urls,

@@ -215,10 +215,10 @@ class ImageTextCollate:
     """Samples + pending skips → one batch dict.
 
     Args:
-        tokenizer: list of B captions → ``(B, L)`` int64 token ids.
+        tokenizer: list of B captions → ``(B, L)`` int64 token ids; None: no ``input_ids``.
     """
 
-    def __init__(self, tokenizer: Tokenizer) -> None:
+    def __init__(self, tokenizer: Tokenizer | None) -> None:
         self.tokenizer = tokenizer
 
     def __call__(self, samples: list[dict[str, Any]], skips: list[Skip]) -> dict[str, Any]:
@@ -232,7 +232,8 @@ class ImageTextCollate:
         if samples:
             captions = [s["caption"] for s in samples]
             batch["image"] = torch.stack([s["image"] for s in samples])
-            batch["input_ids"] = self.tokenizer(captions)
+            if self.tokenizer is not None:
+                batch["input_ids"] = self.tokenizer(captions)
             batch["caption"] = captions
             batch["key"] = [s["key"] for s in samples]
         return batch

@@ -20,6 +20,8 @@ from PIL import Image
 from torchvision.transforms import InterpolationMode, v2
 from torchvision.transforms.v2 import functional as TF
 
+# The data path normalises every image with ImageNet's statistics; the frozen image encoder maps
+# them to those its weights expect (`freeseg.models.image_encoder.FrozenViT`, ``input_stats``).
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 IGNORE_INDEX = 255

@@ -42,7 +42,7 @@ class ICLIP(nn.Module):
         image_encoder: frozen encoder returning :class:`EncoderOutput`
             (``FrozenViT``); it must expose ``embed_dim``.
         text_encoder: text transformer mapping ``(B, L)`` token ids to ``(B, W)``; it must
-            expose ``width``.
+            expose ``width`` and ``context_length`` (the longest L; stage 0 tokenises to it).
         embed_dim: joint embedding size D of both projection pairs.
         pooling: pooling of the φ̂ branch for the contrastive loss: ``"mmp"`` (Eq. 2),
             ``"smoothed_max"`` or ``"smoothed_min"`` (SMP, Eq. 3–5).

@@ -8,30 +8,18 @@ the block already runs), so fused attention stays on everywhere.
 
 from __future__ import annotations
 
-import argparse
-import os
-from collections.abc import Mapping
-from typing import Any, Literal, NamedTuple, cast
+from typing import Literal, NamedTuple, cast
 
 import timm
 import torch
 from timm.data import resolve_model_data_config
-from timm.layers import Attention, resample_abs_pos_embed
-from timm.models import get_pretrained_cfg
+from timm.layers import Attention
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
+from freeseg.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from freeseg.models.stems import ConvStemPatchEmbed
-
-DINO_VITB8_URL = (
-    "https://dl.fbaipublicfiles.com/dino/dino_vitbase8_pretrain/dino_vitbase8_pretrain.pth"
-)
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-_WRAPPER_KEYS = ("state_dict", "model", "teacher")
-_STRIP_PREFIXES = ("module.", "backbone.", "encoder.", "vit.")
-
-Triple = tuple[float, float, float]
+from freeseg.models.vit_checkpoint import load_vit_checkpoint
 
 
 class EncoderOutput(NamedTuple):
@@ -49,30 +37,6 @@ class EncoderOutput(NamedTuple):
     patch_tokens: torch.Tensor
     attn: torch.Tensor
     grid: tuple[int, int]
-
-
-def mean_std(model_name: str = "vit_base_patch8_224.dino") -> tuple[Triple, Triple]:
-    """Per-channel input mean and std for a timm model name (from its pretrained config).
-
-    Args:
-        model_name: timm name, optionally with a pretrained tag (``vit_base_patch8_224.dino``).
-
-    Returns:
-        ``(mean, std)``, each three floats for RGB in [0, 1] units; ImageNet's values when the
-        name has no pretrained config.
-    """
-    try:
-        cfg = get_pretrained_cfg(model_name)
-    except Exception:  # unknown names are fine here: fall back to ImageNet statistics
-        cfg = None
-    return _cfg_mean_std(cfg.to_dict() if cfg is not None else None)
-
-
-def _cfg_mean_std(cfg: Mapping[str, Any] | None) -> tuple[Triple, Triple]:
-    mean, std = (cfg or {}).get("mean"), (cfg or {}).get("std")
-    if mean is None or std is None or len(mean) != 3 or len(std) != 3:
-        return IMAGENET_MEAN, IMAGENET_STD
-    return tuple(float(m) for m in mean), tuple(float(s) for s in std)  # type: ignore[return-value]
 
 
 def create_vit(
@@ -123,114 +87,6 @@ def create_vit(
     return vit
 
 
-def _read_checkpoint(path: str) -> Any:
-    if not os.path.isfile(path):
-        raise FileNotFoundError(
-            f"image encoder checkpoint not found: {path!r}. Pass a local file; DINO ViT-B/8 "
-            f"weights come from {DINO_VITB8_URL} (or a timm/safetensors state dict)."
-        )
-    if path.endswith(".safetensors"):
-        from safetensors.torch import load_file
-
-        return load_file(path, device="cpu")
-    # DINO's full training checkpoints also pickle their argparse.Namespace of arguments.
-    with torch.serialization.safe_globals([argparse.Namespace]):
-        try:
-            return torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as err:
-            raise ValueError(
-                f"could not read image encoder checkpoint {path!r} as a tensor-only torch file "
-                f"({err}); save a plain state dict (torch.save(model.state_dict(), ...))"
-            ) from err
-
-
-def _unwrap_state_dict(obj: Any, path: str) -> dict[str, torch.Tensor]:
-    """Descend through training-checkpoint wrappers to a flat {name: tensor} dict."""
-    while isinstance(obj, Mapping) and not any(isinstance(v, torch.Tensor) for v in obj.values()):
-        key = next((k for k in _WRAPPER_KEYS if isinstance(obj.get(k), Mapping)), None)
-        if key is None:
-            raise ValueError(
-                f"checkpoint {path!r} holds no tensors and none of the wrapper keys "
-                f"{_WRAPPER_KEYS}; top-level keys: {list(obj)[:8]}"
-            )
-        obj = obj[key]
-    if not isinstance(obj, Mapping):
-        raise ValueError(f"checkpoint {path!r} is a {type(obj).__name__}, not a state dict")
-    return {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
-
-
-def _strip_prefix(key: str) -> str:
-    changed = True
-    while changed:
-        changed = False
-        for prefix in _STRIP_PREFIXES:
-            if key.startswith(prefix):
-                key, changed = key[len(prefix) :], True
-    return key
-
-
-def _normalise_keys(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Strip wrapper prefixes; if that does not expose ``pos_embed``, cut at the one ViT prefix.
-
-    The second case covers e.g. a Lightning checkpoint of a module holding the ViT under
-    ``image_encoder.vit.``: only keys under that prefix are kept.
-    """
-    out = {_strip_prefix(k): v for k, v in state.items()}
-    if "pos_embed" not in out:
-        roots = [k[: -len("pos_embed")] for k in state if k.endswith(".pos_embed")]
-        if len(roots) == 1:
-            out = {k[len(roots[0]) :]: v for k, v in state.items() if k.startswith(roots[0])}
-    return {k: v for k, v in out.items() if not k.startswith("head.") and k != "head"}
-
-
-def _fit_pos_embed(pos_embed: torch.Tensor, vit: VisionTransformer) -> torch.Tensor:
-    """Bicubically resample a square-grid (1, prefix + n*n, C) pos_embed to the model's grid."""
-    if vit.pos_embed is None or pos_embed.shape == vit.pos_embed.shape:
-        return pos_embed
-    return resample_abs_pos_embed(
-        pos_embed,
-        new_size=list(vit.patch_embed.grid_size),
-        num_prefix_tokens=0 if vit.no_embed_class else vit.num_prefix_tokens,
-    )
-
-
-def load_vit_checkpoint(vit: VisionTransformer, path: str) -> None:
-    """Load DINO-format, timm, safetensors or wrapped weights into ``vit`` (in place).
-
-    Accepted: a plain state dict (DINO's ``dino_vitbase8_pretrain.pth`` or timm's layout),
-    ``.safetensors``, or a dict wrapping one under ``state_dict`` / ``model`` / ``teacher``
-    with key prefixes ``module.``, ``backbone.``, ``encoder.``, ``vit.``. ``head.*`` keys are
-    ignored; pos_embed is resampled (bicubic) when its grid differs from the model's.
-
-    Args:
-        vit: Model built by `create_vit`.
-        path: Local checkpoint file.
-
-    Raises:
-        FileNotFoundError: If ``path`` does not exist.
-        ValueError: If keys or shapes do not match the model (lists the first few).
-    """
-    state = _normalise_keys(_unwrap_state_dict(_read_checkpoint(path), path))
-    if "pos_embed" in state:
-        state["pos_embed"] = _fit_pos_embed(state["pos_embed"], vit)
-    own = {k: v for k, v in vit.state_dict().items() if not k.startswith("head.")}
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    shapes = [
-        f"{k}: file {tuple(state[k].shape)} vs model {tuple(v.shape)}"
-        for k, v in own.items()
-        if k in state and state[k].shape != v.shape
-    ]
-    if missing or unexpected or shapes:
-        raise ValueError(
-            f"checkpoint {path!r} does not fit the image encoder: missing keys {missing[:5]} "
-            f"({len(missing)}), unexpected keys {unexpected[:5]} ({len(unexpected)}), "
-            f"shape mismatches {shapes[:5]}. Check model_name / model_kwargs / stem match the "
-            "checkpoint."
-        )
-    vit.load_state_dict(state, strict=False)
-
-
 def cls_attention_from_qkv(attn_module: Attention, qkv: torch.Tensor) -> torch.Tensor:
     """Class-token attention row of one timm `Attention`, from its qkv projection output.
 
@@ -260,6 +116,7 @@ class FrozenViT(nn.Module):
 
     Attributes:
         vit: The timm `VisionTransformer` (save ``vit.state_dict()`` to reuse it).
+        input_mean_std: ``(mean, std)`` of the inputs the weights are fed (see ``input_stats``).
     """
 
     def __init__(
@@ -320,7 +177,11 @@ class FrozenViT(nn.Module):
             load_vit_checkpoint(self.vit, checkpoint)
         pretrained = checkpoint is not None or hub_pretrained
         use_cfg = input_stats == "pretrained" or (input_stats == "auto" and pretrained)
-        mean, std = self.mean_std if use_cfg else (IMAGENET_MEAN, IMAGENET_STD)
+        mean: tuple[float, ...] = IMAGENET_MEAN
+        std: tuple[float, ...] = IMAGENET_STD
+        if use_cfg:  # timm's pretrained config of the model (ImageNet's when it has none)
+            cfg = resolve_model_data_config(self.vit)
+            mean, std = tuple(map(float, cfg["mean"])), tuple(map(float, cfg["std"]))
         self.input_mean_std = (mean, std)
         # x_data = (rgb - m_in) / s_in → x_enc = (rgb - m) / s = x_data · s_in / s + (m_in - m) / s
         scale = torch.tensor(IMAGENET_STD) / torch.tensor(std)
@@ -340,11 +201,6 @@ class FrozenViT(nn.Module):
     def patch_size(self) -> int:
         """Total stride of the patch embedding (square patches)."""
         return int(self.vit.patch_embed.patch_size[0])
-
-    @property
-    def mean_std(self) -> tuple[Triple, Triple]:
-        """Input normalisation ``(mean, std)`` of the model's pretrained config (timm)."""
-        return _cfg_mean_std(resolve_model_data_config(self.vit))
 
     def train(self, mode: bool = True) -> FrozenViT:
         """Ignore ``mode``: the encoder is frozen and always stays in eval mode."""

@@ -18,10 +18,12 @@ class PromptBank:
 
     Args:
         class_names: per class, its names (display name first, then synonyms).
-        templates: prompt templates containing ``{}``.
+        templates: prompt templates, each with one ``{}`` where the name goes (any other
+            character is literal, as in a template file).
         tokenizer: callable ``list[str] → LongTensor (P, L)``.
 
     Attributes:
+        prompts: the Q·T prompt texts, name-major.
         input_ids: ``(Q·T, L)`` token ids, Q names × T templates, name-major.
         owner: ``(Q,)`` long, the class index of each name.
     """
@@ -40,7 +42,7 @@ class PromptBank:
         self.num_classes = len(class_names)
         self.num_templates = len(templates)
         self.owner = torch.tensor([c for c, _ in names], dtype=torch.long)
-        self.prompts = [t.format(name) for _, name in names for t in templates]
+        self.prompts = [t.replace("{}", name) for _, name in names for t in templates]
         self.input_ids = tokenizer(self.prompts)
 
     def reduce_names(self, embeddings: torch.Tensor) -> torch.Tensor:

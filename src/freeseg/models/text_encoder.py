@@ -1,7 +1,8 @@
 """CLIP text transformer (paper §2: trained, unlike the locked image encoder).
 
-A causal transformer over CLIP BPE ids (transformers' `CLIPTextModel`); the text feature is the
-final-layer-normed hidden state at the end-of-text token, as in CLIP.
+A causal transformer over CLIP BPE ids (transformers' `CLIPTextModel`, built over the vocabulary
+of :mod:`freeseg.data.tokenizer`); the text feature is the final-layer-normed hidden state at
+the end-of-text token, as in CLIP (the model's ``pooler_output``).
 """
 
 from __future__ import annotations
@@ -12,9 +13,7 @@ import torch
 from torch import nn
 from transformers import CLIPTextConfig, CLIPTextModel
 
-SOT_TOKEN_ID = 49406
-EOT_TOKEN_ID = 49407
-PAD_TOKEN_ID = 0  # `ClipTokenizer` pads with 0, as open_clip does
+from freeseg.data.tokenizer import EOT_TOKEN_ID, PAD_TOKEN_ID, SOT_TOKEN_ID, VOCAB_SIZE
 
 
 def _looks_like_path(name: str) -> bool:
@@ -70,7 +69,7 @@ class TextEncoder(nn.Module):
         layers: int = 12,
         heads: int = 8,
         context_length: int = 77,
-        vocab_size: int = 49408,
+        vocab_size: int = VOCAB_SIZE,
     ) -> None:
         """Build or load the text transformer.
 
@@ -79,7 +78,8 @@ class TextEncoder(nn.Module):
             width: Hidden size (MLP size is 4 × width).
             layers: Number of transformer blocks.
             heads: Attention heads; must divide ``width``.
-            context_length: Maximum sequence length (number of position embeddings).
+            context_length: Maximum sequence length (number of position embeddings); stage 0
+                tokenises captions and prompts to this length.
             vocab_size: Token vocabulary size (CLIP BPE: 49408).
 
         Raises:
@@ -112,26 +112,26 @@ class TextEncoder(nn.Module):
 
     @property
     def context_length(self) -> int:
-        """Longest accepted sequence."""
+        """Longest accepted sequence, the length captions and prompts are tokenised to."""
         return int(self.model.config.max_position_embeddings)
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         """Encode token ids.
 
         Args:
-            input_ids: (B, L) int64 CLIP ids, ``[SOT] ... [EOT] 0 ...`` (see `ClipTokenizer`),
+            input_ids: (B, L) int64 CLIP ids, ``[SOT] ... [EOT] 0 ...`` (`ClipTokenizer`),
                 L <= ``context_length``.
 
         Returns:
-            (B, width) float: hidden state after the final layer norm at the EOT position,
-            found as argmax of the ids (EOT is the largest id), as in CLIP. Attention is
-            causal, so padding after EOT does not change the result.
+            (B, width) float: hidden state after the final layer norm at the first EOT
+            position (transformers' ``pooler_output``; a pretrained config with the legacy
+            ``eos_token_id: 2`` pools at the argmax of the ids instead, the same position since
+            EOT is the largest id). Attention is causal, so padding after EOT does not change the
+            result.
         """
         if input_ids.ndim != 2 or input_ids.shape[1] > self.context_length:
             raise ValueError(
                 f"input_ids must be (B, L) with L <= {self.context_length}, "
                 f"got shape {tuple(input_ids.shape)}"
             )
-        hidden = self.model(input_ids=input_ids).last_hidden_state  # (B, L, width)
-        eot = input_ids.argmax(dim=-1)  # (B,)
-        return hidden[torch.arange(hidden.shape[0], device=hidden.device), eot]
+        return self.model(input_ids=input_ids).pooler_output

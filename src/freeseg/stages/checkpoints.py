@@ -22,8 +22,9 @@ from torch import nn
 from freeseg.data.classes import ClassList
 from freeseg.stages.iclip_module import ICLIPModule
 
-# hyperparameters that are not ICLIPModule arguments
-_PRIVATE = ("_class_path", "_instantiator", "model")
+# hyperparameters that are not ICLIPModule arguments; ``context_length`` of older checkpoints is
+# now the text encoder's, which the saved network holds
+_PRIVATE = ("_class_path", "_instantiator", "model", "context_length")
 
 
 STAGES = {

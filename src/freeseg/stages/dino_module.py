@@ -30,10 +30,10 @@ from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
 from freeseg.data.atomic import atomic_path
+from freeseg.data.tokenizer import ClipTokenizer
 from freeseg.data.views import MultiCrop
 from freeseg.models.dino_head import DINOHead
 from freeseg.models.image_encoder import create_vit, encode_with_attention
-from freeseg.models.tokenizer import ClipTokenizer
 from freeseg.ops.self_distillation import (
     centered_teacher,
     self_distillation_loss,
@@ -65,7 +65,8 @@ class SelfDistillationModule(pl.LightningModule):
             hue: the multi-crop views (`freeseg.data.views.MultiCrop`).
         tag_weight: weight of the caption-tag loss of `freeseg.stages.tag_module` on the
             student's class token of the global views (0: images alone, no captions read).
-        context_length: caption length in tokens (with ``tag_weight`` > 0).
+        context_length: caption length in tokens (with ``tag_weight`` > 0; the image-caption
+            data module tokenises with this module's tokenizer).
     """
 
     def __init__(
@@ -95,7 +96,7 @@ class SelfDistillationModule(pl.LightningModule):
         color_strength: NonNegativeFloat = 0.4,
         hue: NonNegativeFloat = 0.1,
         tag_weight: NonNegativeFloat = 0.0,
-        context_length: PositiveInt = 32,
+        context_length: PositiveInt = 77,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -115,8 +116,9 @@ class SelfDistillationModule(pl.LightningModule):
         )
         self.num_classes = 0  # no class scores: the metric callbacks that need them stay idle
         self.vocab_size = 0
-        if tag_weight > 0:
-            self.vocab_size = int(ClipTokenizer(context_length).vocab_size)
+        self.tokenizer = ClipTokenizer(context_length) if tag_weight > 0 else None
+        if self.tokenizer is not None:
+            self.vocab_size = int(self.tokenizer.vocab_size)
             self.tag_head = nn.Linear(int(vit.embed_dim), self.vocab_size)
 
     @staticmethod

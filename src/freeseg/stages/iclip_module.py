@@ -19,10 +19,10 @@ import torch
 from jsonargparse.typing import ClosedUnitInterval, NonNegativeFloat, PositiveFloat, PositiveInt
 
 from freeseg.data.classes import ClassList, load_classes, load_templates
+from freeseg.data.tokenizer import ClipTokenizer
 from freeseg.models.iclip import ICLIP
 from freeseg.models.image_encoder import EncoderOutput
 from freeseg.models.prompts import PromptBank
-from freeseg.models.tokenizer import ClipTokenizer
 from freeseg.ops.clustering import ClusterMethod
 from freeseg.ops.labels import image_labels
 from freeseg.ops.losses import info_nce
@@ -38,7 +38,8 @@ class ICLIPModule(pl.LightningModule):
     """ICLIP with Smoothed Min Pooling (§3.2) on image-caption pairs; stage 1 (§3.3) at eval.
 
     Args:
-        model: the :class:`~freeseg.models.iclip.ICLIP` network (encoders injected by config).
+        model: the :class:`~freeseg.models.iclip.ICLIP` network (encoders injected by config);
+            captions and prompts are tokenised to its text encoder's ``context_length``.
         classes: class-names file or builtin (``voc``, ``coco_object``) for evaluation.
         templates: prompt-templates file or builtin (``single``, ``clip80``).
         lr: AdamW learning rate (paper 6.25e-5).
@@ -49,7 +50,6 @@ class ICLIPModule(pl.LightningModule):
             rank's own batch only.
         validate_args: value checks of the metrics' inputs (host synchronisations); off for
             speed.
-        context_length: text length in tokens (CLIP: 77).
         strict, loose: t_s and t_l of Eq. 8 on calibrated scores (paper 0.8, 0.6).
         background: t, the background map B of Eq. 7 (paper 0.5).
         delta: Δt of the partial pixel strategy, Eq. 9 (paper 0.2).
@@ -75,7 +75,6 @@ class ICLIPModule(pl.LightningModule):
         scheduler: Literal["cosine", "constant"] = "cosine",
         gather_features: bool = True,
         validate_args: bool = True,
-        context_length: PositiveInt = 77,
         strict: ClosedUnitInterval = 0.8,
         loose: ClosedUnitInterval = 0.6,
         background: ClosedUnitInterval = 0.5,
@@ -93,7 +92,9 @@ class ICLIPModule(pl.LightningModule):
         self.model = model
         self.classes = load_classes(classes)
         self.templates = load_templates(templates)
-        self.tokenizer = ClipTokenizer(context_length)
+        # the run's one tokenizer (the image-caption data module tokenises with it too), at the
+        # length the text encoder reads
+        self.tokenizer = ClipTokenizer(int(model.text_encoder.context_length))  # type: ignore[arg-type]
         self.partial_label_config = PartialLabelConfig(
             float(strict), float(loose), float(background), float(delta), strategy, partial_pixel
         )

@@ -22,8 +22,8 @@ from torch import nn
 
 from freeseg.data.atomic import atomic_path
 from freeseg.data.classes import load_classes
+from freeseg.data.tokenizer import ClipTokenizer
 from freeseg.models.image_encoder import create_vit, encode_with_attention
-from freeseg.models.tokenizer import ClipTokenizer
 from freeseg.ops.labels import image_labels
 from freeseg.stages.schedules import schedule_steps, warmup_cosine
 
@@ -74,7 +74,8 @@ class TagPretrainModule(pl.LightningModule):
         export: where to write the encoder's timm-format ``state_dict`` at the end of fit.
         classes: class names used only for the validation mAP (tag scores of class names).
         lr: AdamW learning rate; weight_decay: AdamW weight decay.
-        context_length: caption length in tokens.
+        context_length: caption length in tokens (the image-caption data module tokenises with
+            this module's tokenizer).
         patch_loss_weight: weight of a second tag loss on the patch tokens (0: off). Each
             patch token gets tag logits from the same head, restricted to the tokens present
             in the batch (in-batch negatives), pooled over the grid by LSE with

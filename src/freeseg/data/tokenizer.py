@@ -1,16 +1,21 @@
-"""CLIP's byte-pair-encoding tokenizer, offline.
+"""CLIP's byte-pair-encoding tokenizer, offline, and the ids of its vocabulary.
 
-open-clip-torch ships CLIP's merges file (``bpe_simple_vocab_16e6.txt.gz``); its
+Tokenising captions and prompts is data preparation: the data modules tokenise in their
+workers, and the text encoder is built over this vocabulary (:data:`VOCAB_SIZE`, the special
+ids). open-clip-torch ships CLIP's merges file (``bpe_simple_vocab_16e6.txt.gz``) and its
 `SimpleTokenizer` reads it from disk, so tokenising never touches the network. Sequences are
 laid out as CLIP's: ``[SOT] tokens [EOT] 0 0 ...``.
 """
 
 from __future__ import annotations
 
-import os
-
 import torch
-from open_clip.tokenizer import SimpleTokenizer, default_bpe
+from open_clip.tokenizer import SimpleTokenizer
+
+VOCAB_SIZE = 49408  # 256 bytes × 2 + 48894 merges + SOT + EOT
+SOT_TOKEN_ID = 49406  # start of text
+EOT_TOKEN_ID = 49407  # end of text, the largest id: the text encoder pools its position
+PAD_TOKEN_ID = 0  # after EOT, as open_clip pads
 
 
 class ClipTokenizer:
@@ -18,40 +23,32 @@ class ClipTokenizer:
 
     Text is cleaned as CLIP does (whitespace collapsed, lower-cased) before BPE. Too long
     texts are truncated so the last position still holds the end token, which the text
-    encoder pools.
+    encoder pools. Padding and truncation are open_clip's ``SimpleTokenizer.__call__``.
 
     Attributes:
         context_length: Sequence length L of every output row.
-        vocab_size: 49408 (256 bytes × 2 + 48894 merges + SOT + EOT).
-        sot_token_id: Start-of-text id (49406).
-        eot_token_id: End-of-text id (49407), the largest id.
+        vocab_size: :data:`VOCAB_SIZE`.
+        sot_token_id: :data:`SOT_TOKEN_ID`.
+        eot_token_id: :data:`EOT_TOKEN_ID`.
     """
 
-    def __init__(self, context_length: int = 77, bpe_path: str | None = None) -> None:
-        """Load the BPE merges.
+    vocab_size = VOCAB_SIZE
+    sot_token_id = SOT_TOKEN_ID
+    eot_token_id = EOT_TOKEN_ID
+
+    def __init__(self, context_length: int = 77) -> None:
+        """Load the BPE merges bundled with open-clip-torch.
 
         Args:
             context_length: Output length L (CLIP: 77); at least 2 (SOT + EOT).
-            bpe_path: CLIP merges file (``.txt.gz``); None uses the copy bundled with
-                open-clip-torch.
 
         Raises:
             ValueError: If ``context_length`` < 2.
-            FileNotFoundError: If ``bpe_path`` does not exist.
         """
         if context_length < 2:
             raise ValueError(f"context_length must be >= 2 (SOT + EOT), got {context_length}")
-        path = bpe_path or default_bpe()
-        if not os.path.isfile(path):
-            raise FileNotFoundError(
-                f"CLIP BPE merges file not found: {path!r}; pass bpe_path=None to use the copy "
-                "bundled with open-clip-torch"
-            )
         self.context_length = context_length
-        self._bpe = SimpleTokenizer(bpe_path=path, context_length=context_length)
-        self.vocab_size: int = self._bpe.vocab_size
-        self.sot_token_id: int = self._bpe.sot_token_id
-        self.eot_token_id: int = self._bpe.eot_token_id
+        self._bpe = SimpleTokenizer(context_length=context_length)
 
     def encode(self, text: str) -> list[int]:
         """BPE ids of one text, without SOT/EOT and without truncation."""
@@ -67,14 +64,7 @@ class ClipTokenizer:
             (B, context_length) int64: ``[SOT] ids [EOT]`` then zeros; rows longer than the
             context are cut to ``context_length - 2`` ids so EOT stays last.
         """
-        if isinstance(texts, str):
-            texts = [texts]
-        out = torch.zeros(len(texts), self.context_length, dtype=torch.long)
-        for row, text in enumerate(texts):
-            ids = self.encode(text)[: self.context_length - 2]
-            seq = [self.sot_token_id, *ids, self.eot_token_id]
-            out[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
-        return out
+        return self._bpe(texts)
 
     def decode(self, ids: torch.Tensor | list[int]) -> str:
         """Text of one row of ids: what lies between SOT and the first EOT (padding dropped)."""
