@@ -56,3 +56,23 @@ def test_long_paper_runs_keep_a_step_checkpoint_to_resume_from(name, capsys):
         and cb["init_args"].get("every_n_train_steps")
     ]
     assert len(steps) == 1 and steps[0]["save_top_k"] == 1 and steps[0]["monitor"] is None
+
+
+@pytest.mark.parametrize(
+    "configs",
+    [["iclip_dense"], ["pseudo_voc"], ["pseudo_coco"], ["iclip_dense", "pseudo_voc"]],
+    ids="+".join,
+)
+@pytest.mark.parametrize("override", [None, "32-true"])
+def test_paper_stage_0_and_1_configs_run_bf16_mixed_and_switch_to_float32(
+    configs, override, capsys
+):
+    args = [_subcommand(REPO / f"configs/{configs[-1]}.yaml")]
+    for name in configs:
+        args += ["--config", str(REPO / f"configs/{name}.yaml")]
+    if override:
+        args += ["--trainer.precision", override]
+    with pytest.raises(SystemExit):
+        main([*args, "--print_config"])
+    precision = yaml.safe_load(capsys.readouterr().out)["trainer"]["precision"]
+    assert precision == (override or "bf16-mixed")
