@@ -14,6 +14,9 @@ torch.set_num_threads(2)
 
 REPO = Path(__file__).resolve().parents[1]
 
+# Tests run on the CPU and, marked gpu (deselected by default), the same on CUDA.
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)]
+
 
 @pytest.fixture(scope="session")
 def tiny_world(tmp_path_factory: pytest.TempPathFactory) -> Path:

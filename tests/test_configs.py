@@ -66,3 +66,23 @@ def test_paper_stage2_evaluates_as_mmseg_keeping_the_aspect_ratio(name, capsys):
     data, model = cfg["data"]["init_args"], cfg["model"]["init_args"]
     assert data["eval_scale"] == [2048, 512]  # mmseg: Resize(scale=(2048, 512), keep_ratio=True)
     assert model["sliding_window"] is False  # mmseg's PSPNet test_cfg: mode="whole"
+
+
+@pytest.mark.parametrize(
+    "configs",
+    [["iclip_dense"], ["pseudo_voc"], ["pseudo_coco"], ["iclip_dense", "pseudo_voc"]],
+    ids="+".join,
+)
+@pytest.mark.parametrize("override", [None, "32-true"])
+def test_paper_stage_0_and_1_configs_run_bf16_mixed_and_switch_to_float32(
+    configs, override, capsys
+):
+    args = [_subcommand(REPO / f"configs/{configs[-1]}.yaml")]
+    for name in configs:
+        args += ["--config", str(REPO / f"configs/{name}.yaml")]
+    if override:
+        args += ["--trainer.precision", override]
+    with pytest.raises(SystemExit):
+        main([*args, "--print_config"])
+    precision = yaml.safe_load(capsys.readouterr().out)["trainer"]["precision"]
+    assert precision == (override or "bf16-mixed")

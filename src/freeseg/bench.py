@@ -298,9 +298,9 @@ def bench(
         "|---|---|---|---|---|---|",
     ]
     for name in rows:
-        ex = f"{extra[name]:.4f}" if name in extra else "—"
+        ex = f"{extra[name]:.4g}" if name in extra else "—"
         lines.append(
-            f"| {name} | {times[name]:.3f} | {times[name] / bare:.3f} | {ex} | "
+            f"| {name} | {times[name]:.4g} | {times[name] / bare:.3f} | {ex} | "
             f"{peaks[name] / 2**20:.0f} | {peaks[name] / bare_mem:.2f} |"
         )
     lines.append("")
@@ -313,9 +313,9 @@ def bench(
     if predict_images:
         rate = _predict_rate(module, dev, predict_images, batch_size, image_size, size, num_workers)
         lines.append(
-            f"freeseg predict: {rate:.3f} images/s end to end, "
+            f"freeseg predict: {rate:.4g} images/s end to end, "
             f"{rate * bare / batch_size:.1%} of the bare forward's "
-            f"{batch_size / bare:.3f} images/s"
+            f"{batch_size / bare:.4g} images/s"
         )
     text = "\n".join(lines)
     print(text)

@@ -9,109 +9,38 @@ import subprocess
 import sys
 from pathlib import Path
 
-import lightning
 import lightning.pytorch as pl
 import numpy as np
 import pytest
 import torch
-import yaml
 from PIL import Image
 from tests.conftest import REPO
-from tests.stages.tiny import TINY_VIT, validate_on_val
+from tests.stages.pseudo_helpers import (
+    predict_args,
+    pseudo_outputs,
+    save_tiny_ckpt,
+    tiny_pseudo_module,
+)
+from tests.stages.tiny import validate_on_val
 
 from freeseg.cli import main
 from freeseg.data.palette import load_label_png
 from freeseg.data.pseudomasks import PseudoMaskDataModule
-from freeseg.stages.checkpoints import build_network
 from freeseg.stages.iclip_module import ICLIPModule
 from freeseg.stages.pseudo_writer import PseudoMaskWriter
-
-TINY_NET = {
-    "class_path": "freeseg.models.iclip.ICLIP",
-    "init_args": {
-        "embed_dim": 16,
-        "kernel_size": 3,
-        "image_encoder": {
-            "class_path": "freeseg.models.image_encoder.FrozenViT",
-            "init_args": {
-                "model_name": "vit_tiny_patch16_224",
-                "img_size": 64,
-                "stem": "patch",
-                "model_kwargs": TINY_VIT,
-                "checkpoint": "weights/not_needed.pth",  # the checkpoint holds every weight
-            },
-        },
-        "text_encoder": {
-            "class_path": "freeseg.models.text_encoder.TextEncoder",
-            "init_args": {"width": 32, "layers": 1, "heads": 2, "context_length": 16},
-        },
-    },
-}
-
-
-def _tiny_module(classes: str) -> ICLIPModule:
-    torch.manual_seed(0)
-    net = dict(TINY_NET, init_args=dict(TINY_NET["init_args"]))
-    encoder = net["init_args"]["image_encoder"]
-    net["init_args"]["image_encoder"] = dict(encoder, init_args=dict(encoder["init_args"]))
-    net["init_args"]["image_encoder"]["init_args"]["checkpoint"] = None
-    return ICLIPModule(build_network(net), classes=classes).eval()
 
 
 @pytest.fixture(scope="module")
 def tiny_ckpt(tiny_world, tmp_path_factory) -> Path:
     """A checkpoint as LightningCLI writes it: weights + the network's config."""
-    classes = str(tiny_world / "classes.txt")
-    module = _tiny_module(classes)
-    path = tmp_path_factory.mktemp("ckpt") / "tiny.ckpt"
-    # ICLIPModule's context_length, as older checkpoints hold it (now the text encoder's)
-    hparams = {"model": TINY_NET, "classes": classes, "context_length": 16}
-    torch.save(
-        {
-            "state_dict": module.state_dict(),
-            "hyper_parameters": hparams,
-            "pytorch-lightning_version": lightning.__version__,
-        },
-        path,
-    )
-    return path
-
-
-def _predict_args(world: Path, ckpt: Path, pseudo_dir: Path, tmp_path: Path) -> list[str]:
-    tiny = tmp_path / "tiny.yaml"
-    net = {k: v for k, v in TINY_NET["init_args"].items()}
-    net["image_encoder"] = {"init_args": dict(TINY_NET["init_args"]["image_encoder"]["init_args"])}
-    net["image_encoder"]["init_args"]["checkpoint"] = None
-    net["text_encoder"] = {"init_args": TINY_NET["init_args"]["text_encoder"]["init_args"]}
-    tiny.write_text(yaml.safe_dump({"model": {"init_args": {"model": {"init_args": net}}}}))
-    classes = str(world / "classes.txt")
-    return [
-        "predict",
-        *("--config", str(REPO / "configs/synthetic/iclip.yaml")),
-        *("--config", str(REPO / "configs/synthetic/pseudo.yaml")),
-        *("--config", str(tiny)),
-        f"--model.init_args.classes={classes}",
-        f"--data.init_args.classes={classes}",
-        f"--data.init_args.root={world / 'voc'}",
-        f"--data.init_args.pseudo_dir={pseudo_dir}",
-        "--data.init_args.image_size=32",
-        "--data.init_args.batch_size=4",
-        f"--trainer.default_root_dir={tmp_path / 'run'}",
-        "--trainer.enable_progress_bar=false",
-        f"--ckpt_path={ckpt}",
-    ]
-
-
-def _outputs(pseudo_dir: Path) -> dict[str, bytes]:
-    files = sorted(pseudo_dir.glob("*.png")) + [pseudo_dir / "manifest.json"]
-    return {f.name: f.read_bytes() for f in files}
+    return save_tiny_ckpt(tiny_world, tmp_path_factory.mktemp("ckpt") / "tiny.ckpt")
 
 
 def test_killed_predict_rerun_equals_an_uninterrupted_run(
     tiny_world, tiny_ckpt, tmp_path, monkeypatch
 ):
     killed, fresh = tmp_path / "killed", tmp_path / "fresh"
-    args = _predict_args(tiny_world, tiny_ckpt, killed, tmp_path)
+    args = predict_args(tiny_world, tiny_ckpt, killed, tmp_path)
     kill = '{"class_path": "tests.stages.pseudo_helpers.KillAfterBatches", "init_args": {"batches": 2}}'
     env = dict(
         os.environ, PYTHONPATH=f"{REPO / 'src'}{os.pathsep}{REPO}", TOKENIZERS_PARALLELISM="false"
@@ -135,8 +64,8 @@ def test_killed_predict_rerun_equals_an_uninterrupted_run(
     )
     main(args)  # the rerun: batch 1 is done, batch 2 half done, batches 3-4 new
     assert calls == [4, 4, 4]
-    main(_predict_args(tiny_world, tiny_ckpt, fresh, tmp_path))
-    rerun, uninterrupted = _outputs(killed), _outputs(fresh)
+    main(predict_args(tiny_world, tiny_ckpt, fresh, tmp_path))
+    rerun, uninterrupted = pseudo_outputs(killed), pseudo_outputs(fresh)
     assert len(rerun) == 16 + 1 and rerun.keys() == uninterrupted.keys()
     for name in rerun:
         assert rerun[name] == uninterrupted[name], name
@@ -166,7 +95,7 @@ def test_predict_writes_original_size_masks_and_a_consistent_manifest(tiny_world
         enable_progress_bar=False,
         default_root_dir=tmp_path,
     )
-    trainer.predict(_tiny_module(classes), datamodule=dm, return_predictions=False)
+    trainer.predict(tiny_pseudo_module(classes), datamodule=dm, return_predictions=False)
     manifest = json.loads((pseudo / "manifest.json").read_text())
     assert manifest["ids"] == ["40x40", "50x70", "64x48"]
     credible = pixels = 0
@@ -182,7 +111,7 @@ def test_predict_writes_original_size_masks_and_a_consistent_manifest(tiny_world
     assert manifest["thresholds"] == {"strict": 0.8, "loose": 0.6, "background": 0.5, "delta": 0.2}
     dm.setup("fit")  # stage 2 reads the directory back
     assert next(iter(dm.train_dataloader()))["target"].shape[-2:] == (512, 512)
-    module = _tiny_module(classes)
+    module = tiny_pseudo_module(classes)
     module.hparams["sliding_window"] = True  # records made otherwise must not be reused
     with pytest.raises(ValueError, match="field 'sliding_window'.*overwrite: true"):
         trainer.predict(module, datamodule=dm, return_predictions=False)
@@ -220,7 +149,7 @@ def _reference_miou(module, datamodule) -> dict[str, float]:
 
 def test_validate_reports_miou_of_pls_and_argmax(tiny_world, tmp_path, caplog):
     classes = str(tiny_world / "classes.txt")
-    module = _tiny_module(classes)
+    module = tiny_pseudo_module(classes)
     with caplog.at_level(logging.INFO):
         metrics, dm = validate_on_val(module, tiny_world, tmp_path)
     out = caplog.text  # rank_zero_info goes through Lightning's logger
@@ -250,7 +179,7 @@ def test_segment_cli_writes_mask_and_overlay_for_a_custom_vocabulary(
 
 
 def test_sliding_window_records_cover_the_resized_image(tiny_world):
-    module = _tiny_module(str(tiny_world / "classes.txt"))
+    module = tiny_pseudo_module(str(tiny_world / "classes.txt"))
     module.hparams.update(sliding_window=True, window=32, stride=16)
     with torch.no_grad():
         scores, raw = module.dense_records(torch.randn(2, 3, 40, 56))
@@ -275,7 +204,7 @@ def _folder_predict(tiny_world: Path, tmp_path: Path, **module_kwargs):
         accelerator="cpu", logger=False, callbacks=[PseudoMaskWriter()],
         enable_progress_bar=False, default_root_dir=tmp_path,
     )  # fmt: skip
-    module = _tiny_module(classes)
+    module = tiny_pseudo_module(classes)
     for key, value in module_kwargs.items():
         setattr(module, key, value)
     trainer.predict(module, datamodule=dm, return_predictions=False)

@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 import lightning as L
 from jsonargparse.typing import NonNegativeInt, PositiveInt
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, DistributedSampler
 
 from freeseg.data.classes import ClassList, load_classes
 from freeseg.data.imagetext import (
@@ -20,7 +20,7 @@ from freeseg.data.imagetext import (
     count_samples,
     expand_shards,
 )
-from freeseg.data.samplers import eval_sampler
+from freeseg.data.samplers import eval_sampler, predict_sampler
 from freeseg.data.segsets import (
     COCOObjectSegmentation,
     ImageFolderSet,
@@ -282,9 +282,13 @@ class SegmentationDataModule(L.LightningDataModule):
         if role not in self.sets:
             raise RuntimeError(f"call setup() for the {role} set before its dataloader")
         train = role == "train"
-        # val/test under DDP: each image once (Lightning's sampler would pad with repeats);
-        # predict keeps Lightning's own unrepeated sampler
-        sampler = eval_sampler(self.sets[role]) if role in ("val", "test") else None
+        # under DDP, val/test: each image once (Lightning's sampler would pad with repeats);
+        # predict: the batches of one process, so the records do not depend on the world size
+        sampler: DistributedSampler | None = None
+        if role in ("val", "test"):
+            sampler = eval_sampler(self.sets[role])
+        elif role == "predict":
+            sampler = predict_sampler(self.sets[role], self.batch_size)
         return DataLoader(
             self.sets[role],
             batch_size=self.batch_size,

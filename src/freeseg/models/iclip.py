@@ -21,6 +21,7 @@ from freeseg.models.image_encoder import EncoderOutput
 from freeseg.ops.itsm import similarity_map
 from freeseg.ops.losses import LogitScale
 from freeseg.ops.pooling import mask_tokens, pool_tokens
+from freeseg.ops.precision import autocast_off, full_precision
 
 PoolingMethod = Literal["mmp", "smoothed_max", "smoothed_min"]
 
@@ -111,8 +112,15 @@ class ICLIP(nn.Module):
         )
 
     def zero_shot_scores(self, enc: EncoderOutput, text_cls: torch.Tensor) -> torch.Tensor:
-        """s = X_{:1} × Yᵀ: cosine similarity of class token and prompts, ``(B, T)``."""
-        return F.normalize(self.cls_proj(enc.cls_token), dim=-1) @ text_cls.t()
+        """s = X_{:1} × Yᵀ: cosine similarity of class token and prompts, ``(B, T)`` float32.
+
+        Computed in float32 also under autocast: the scores are calibrated by each class's
+        spread over the dataset and thresholded (Eq. 8), which would magnify bfloat16's
+        rounding (~3 significant digits).
+        """
+        with autocast_off(enc.cls_token):
+            image = F.normalize(self.cls_proj(full_precision(enc.cls_token)), dim=-1)
+            return image @ full_precision(text_cls).t()
 
     def itsm(
         self,
@@ -121,6 +129,12 @@ class ICLIP(nn.Module):
         size: tuple[int, int] | None = None,
         normalize: bool = True,
     ) -> torch.Tensor:
-        """Dense Image-Text Similarity Map (Eq. 1), ``(B, T, H', W')`` in [0, 1]."""
-        tokens = self.dense_tokens(enc, masked=self.mask_at_inference)
+        """Dense Image-Text Similarity Map (Eq. 1), ``(B, T, H', W')`` float32 in [0, 1].
+
+        The projection, as the map and its min-max normalisation, runs in float32 also under
+        autocast (see :func:`~freeseg.ops.itsm.similarity_map`).
+        """
+        with autocast_off(enc.patch_tokens):
+            full = enc._replace(patch_tokens=full_precision(enc.patch_tokens))
+            tokens = self.dense_tokens(full, masked=self.mask_at_inference)
         return similarity_map(tokens, text_dense, enc.grid, size=size, normalize=normalize)

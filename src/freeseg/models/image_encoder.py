@@ -20,6 +20,7 @@ from torch import nn
 from freeseg.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from freeseg.models.stems import ConvStemPatchEmbed
 from freeseg.models.vit_checkpoint import load_vit_checkpoint
+from freeseg.ops.precision import autocast_off
 
 
 class EncoderOutput(NamedTuple):
@@ -28,8 +29,8 @@ class EncoderOutput(NamedTuple):
     Attributes:
         cls_token: (B, C) class token X_{:1} after the final norm.
         patch_tokens: (B, N, C) patch tokens X_{1:} after the final norm, N = h * w, row-major.
-        attn: (B, N) last-block class-token→patch attention, head-averaged, max-normalised per
-            image to [0, 1] (max exactly 1).
+        attn: (B, N) float32 last-block class-token→patch attention, head-averaged,
+            max-normalised per image to [0, 1] (max exactly 1), also under autocast.
         grid: (h, w) token grid, N = h * w.
     """
 
@@ -237,8 +238,9 @@ def encode_with_attention(vit: VisionTransformer, images: torch.Tensor) -> Encod
     """Class token, patch tokens and A of a timm ViT in one forward pass (see `FrozenViT`).
 
     A is the last block's class-token query row, softmax over all tokens, averaged over
-    heads, restricted to the patch columns and max-normalised per image. Gradients flow as
-    the caller's autograd mode says (`FrozenViT.forward` runs it under ``no_grad``).
+    heads, restricted to the patch columns and max-normalised per image, in float32 also
+    under autocast. Gradients flow as the caller's autograd mode says (`FrozenViT.forward`
+    runs it under ``no_grad``).
 
     Args:
         vit: timm `VisionTransformer` with a class token and a fused-qkv last block.
@@ -260,8 +262,9 @@ def encode_with_attention(vit: VisionTransformer, images: torch.Tensor) -> Encod
     finally:
         handle.remove()
     prefix = vit.num_prefix_tokens
-    attn = cls_attention_from_qkv(last_attn, captured[-1].float()).mean(dim=1)[:, prefix:]
-    attn = attn / attn.amax(dim=-1, keepdim=True).clamp_min(torch.finfo(attn.dtype).tiny)
+    with autocast_off(images):  # A weights every token: float32, not the autocast dtype
+        attn = cls_attention_from_qkv(last_attn, captured[-1].float()).mean(dim=1)[:, prefix:]
+        attn = attn / attn.amax(dim=-1, keepdim=True).clamp_min(torch.finfo(attn.dtype).tiny)
     return EncoderOutput(
         cls_token=tokens[:, 0],
         patch_tokens=tokens[:, prefix:],

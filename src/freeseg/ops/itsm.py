@@ -6,6 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from freeseg.ops.precision import autocast_off, full_precision
+
 __all__ = ["minmax_normalize", "similarity_map"]
 
 _EPS = 1e-6
@@ -15,13 +17,14 @@ def minmax_normalize(maps: Tensor, eps: float = _EPS) -> Tensor:
     """Min-max normalise each map over its last two (spatial) dimensions to [0, 1].
 
     Norm(m) = (m − min m) / max(max m − min m, eps). A constant map becomes all zeros.
+    Computed in float32 at least (half-type input is upcast), also under autocast.
 
     Args:
-        maps: ``(..., H, W)`` float.
+        maps: ``(..., H, W)`` float (any float dtype).
         eps: floor of the denominator, > 0.
 
     Returns:
-        ``(..., H, W)`` float in [0, 1].
+        ``(..., H, W)`` float32 (float64 for float64 input) in [0, 1].
 
     Raises:
         ValueError: if ``maps`` has fewer than two dimensions or ``eps <= 0``.
@@ -30,6 +33,7 @@ def minmax_normalize(maps: Tensor, eps: float = _EPS) -> Tensor:
         raise ValueError(f"maps must have at least 2 dims (..., H, W), got {tuple(maps.shape)}")
     if eps <= 0:
         raise ValueError(f"eps must be > 0, got {eps}")
+    maps = full_precision(maps)
     lo = maps.amin(dim=(-2, -1), keepdim=True)
     hi = maps.amax(dim=(-2, -1), keepdim=True)
     return (maps - lo) / (hi - lo).clamp_min(eps)
@@ -69,7 +73,9 @@ def similarity_map(
     L2-normalised (min-max normalisation makes the text norm irrelevant, not the patch norm).
     Resize is bilinear with ``align_corners=False``; Norm is a min-max over the spatial
     positions of each (image, text) map, and a map constant on the token grid (range <= 1e-6)
-    becomes all zeros.
+    becomes all zeros. The products, the resize and Norm run in float32 at least, also under
+    autocast: a bfloat16 product keeps ~3 significant digits, too few for a map whose range is
+    small next to its values.
 
     Args:
         patch_emb: ``(B, N, D)`` float, projected patch tokens X_{1:} (class token excluded),
@@ -80,7 +86,7 @@ def similarity_map(
         normalize: min-max normalise to [0, 1]; ``False`` returns the raw (resized) products.
 
     Returns:
-        ``(B, T, H', W')`` float; in [0, 1] when ``normalize``.
+        ``(B, T, H', W')`` float32 (float64 for float64 inputs); in [0, 1] when ``normalize``.
 
     Raises:
         ValueError: for mismatched shapes or a grid that does not match N.
@@ -88,11 +94,12 @@ def similarity_map(
     _check_inputs(patch_emb, text_emb, grid, size)
     b = patch_emb.shape[0]
     height, width = int(grid[0]), int(grid[1])
-    sims = torch.einsum("bnd,td->btn", patch_emb, text_emb)  # (B, T, N)
-    maps = sims.reshape(b, text_emb.shape[0], height, width)  # (B, T, H, W)
-    grid_maps = maps
-    if size is not None and tuple(size) != (height, width):
-        maps = F.interpolate(maps, size=tuple(size), mode="bilinear", align_corners=False)
+    with autocast_off(patch_emb):
+        sims = torch.einsum("bnd,td->btn", full_precision(patch_emb), full_precision(text_emb))
+        maps = sims.reshape(b, text_emb.shape[0], height, width)  # (B, T, H, W)
+        grid_maps = maps
+        if size is not None and tuple(size) != (height, width):
+            maps = F.interpolate(maps, size=tuple(size), mode="bilinear", align_corners=False)
     if not normalize:
         return maps
     # Bilinear resizing of a constant map adds rounding noise that min-max would blow up to a

@@ -9,6 +9,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from freeseg.ops.precision import full_precision
+
 __all__ = [
     "calibrate_scores",
     "calibrate_with",
@@ -26,7 +28,8 @@ def calibrate_with(scores: Tensor, lo: Tensor, hi: Tensor, eps: float = 1e-12) -
     ŝ_{n,c} = clip((s_{n,c} − lo_c) / (hi_c − lo_c), 0, 1); a class with hi_c − lo_c <= eps
     (a constant column) gets ŝ = 0. The bounds come from the whole dataset (§3.3: "we record
     all the predicted scores of a dataset, and apply min-max normalization to the class
-    dimension"), e.g. gathered across ranks; values outside [lo, hi] are clipped.
+    dimension"), e.g. gathered across ranks; values outside [lo, hi] are clipped. Computed in
+    float32 at least (half-type inputs are upcast).
 
     Args:
         scores: ``(N, C)`` float zero-shot scores s = X_{:1} × Yᵀ.
@@ -47,6 +50,7 @@ def calibrate_with(scores: Tensor, lo: Tensor, hi: Tensor, eps: float = 1e-12) -
         raise ValueError(
             f"lo and hi must have shape (C,)=({n_cls},), got {tuple(lo.shape)} and {tuple(hi.shape)}"
         )
+    scores, lo, hi = full_precision(scores), full_precision(lo), full_precision(hi)
     span = hi - lo
     spread = span > eps
     out = (scores - lo) / torch.where(spread, span, torch.ones_like(span))
@@ -78,8 +82,8 @@ def select_labels(calibrated: Tensor, strict: float = 0.8, loose: float = 0.6) -
 
     Eq. 8: c ∈ P if s_c > t_s;  argmax(s) ∈ P if max(s) > t_l and P = ∅.
 
-    Comparisons are strict (>). When several classes share the maximum score the fallback
-    picks the lowest class index (``torch.argmax`` returns the first maximum).
+    Comparisons are strict (>), in float32 at least. When several classes share the maximum
+    score the fallback picks the lowest class index (``torch.argmax`` returns the first maximum).
 
     Args:
         calibrated: ``(B, C)`` float calibrated scores in [0, 1] (see :func:`calibrate_scores`).
@@ -96,6 +100,7 @@ def select_labels(calibrated: Tensor, strict: float = 0.8, loose: float = 0.6) -
         raise ValueError(f"calibrated must have shape (B, C), got {tuple(calibrated.shape)}")
     if loose > strict:
         raise ValueError(f"loose (t_l={loose}) must be <= strict (t_s={strict})")
+    calibrated = full_precision(calibrated)
     chosen = calibrated > strict  # (B, C)
     if calibrated.shape[1] == 0:
         return chosen
@@ -116,8 +121,12 @@ def _check_itsm_labels(itsm: Tensor, labels: Tensor) -> None:
 
 
 def _masked_itsm(itsm: Tensor, labels: Tensor) -> Tensor:
-    """Eq. 7 (where-clause): M̂_c = M_c if c ∈ P else 0. ``(B, C, H, W)``."""
+    """Eq. 7 (where-clause): M̂_c = M_c if c ∈ P else 0. ``(B, C, H, W)``, float32 at least.
+
+    Eq. 7 and Eq. 9 compare M̂ with t and t ± Δt: a half-type ITSM is upcast first.
+    """
     _check_itsm_labels(itsm, labels)
+    itsm = full_precision(itsm)
     keep = labels.to(torch.bool)[:, :, None, None]
     return torch.where(keep, itsm, torch.zeros_like(itsm))
 

@@ -9,6 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from freeseg.ops.precision import autocast_off, full_precision
+
 __all__ = ["LogitScale", "PixelNormalize", "info_nce", "partial_pixel_loss"]
 
 PixelNormalize = Literal["all", "weight"]
@@ -55,7 +57,9 @@ def info_nce(
     With ``all_img``/``all_txt`` the rows of every rank (see
     :func:`freeseg.stages.distributed.gather_rows`), the mean of L over ranks is the loss of
     the whole batch, all N rows as negatives (open_clip's ``local_loss``); without them the
-    batch is its own set of negatives.
+    batch is its own set of negatives. The logits and the softmax are computed in float32 at
+    least, also under autocast (half-type inputs are upcast): scaled by up to 100, bfloat16
+    logits would be rounded to steps of up to 0.5.
 
     Args:
         img_emb: ``(B, D)`` float image embeddings (need not be normalised), B >= 1.
@@ -90,11 +94,15 @@ def info_nce(
         )
     if not 0 <= offset <= all_img.shape[0] - b:
         raise ValueError(f"offset must be in [0, {all_img.shape[0] - b}], got {offset}")
-    scale = logit_scale.reshape(())
-    logits_img = scale * F.normalize(img_emb, dim=-1) @ F.normalize(all_txt, dim=-1).T
-    logits_txt = scale * F.normalize(txt_emb, dim=-1) @ F.normalize(all_img, dim=-1).T
-    target = torch.arange(offset, offset + b, device=img_emb.device)
-    return (F.cross_entropy(logits_img, target) + F.cross_entropy(logits_txt, target)) / 2
+    img_emb, txt_emb, all_img, all_txt = (
+        full_precision(t) for t in (img_emb, txt_emb, all_img, all_txt)
+    )
+    with autocast_off(img_emb):
+        scale = full_precision(logit_scale.reshape(()))
+        logits_img = scale * F.normalize(img_emb, dim=-1) @ F.normalize(all_txt, dim=-1).T
+        logits_txt = scale * F.normalize(txt_emb, dim=-1) @ F.normalize(all_img, dim=-1).T
+        target = torch.arange(offset, offset + b, device=img_emb.device)
+        return (F.cross_entropy(logits_img, target) + F.cross_entropy(logits_txt, target)) / 2
 
 
 def partial_pixel_loss(

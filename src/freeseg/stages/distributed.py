@@ -45,6 +45,19 @@ def gather_objects(obj: Any) -> list[Any]:
     return out
 
 
+def first_claims(items: list[str]) -> list[str]:
+    """This rank's ``items`` that no lower rank also holds (order kept).
+
+    Ranks may hold the same item (a rank without a batch of its own repeats the last one,
+    see :class:`~freeseg.data.samplers.BatchAlignedDistributedSampler`); each is then
+    handled by the lowest rank holding it.
+    """
+    parts = gather_objects(items)
+    rank = dist.get_rank() if len(parts) > 1 else 0
+    taken = {item for part in parts[:rank] for item in part}
+    return [item for item in items if item not in taken]
+
+
 class Gathered(NamedTuple):
     """Rows of every rank (see :func:`gather_rows`).
 

@@ -26,6 +26,7 @@ from freeseg.models.prompts import PromptBank
 from freeseg.ops.clustering import ClusterMethod
 from freeseg.ops.labels import image_labels
 from freeseg.ops.losses import info_nce
+from freeseg.ops.precision import autocast_off
 from freeseg.ops.pseudo_labels import PartialLabelConfig, resize_itsm, score_bounds
 from freeseg.ops.sliding import sliding_window_maps
 from freeseg.stages.distributed import gather_rows, reduce_bounds
@@ -176,8 +177,8 @@ class ICLIPModule(pl.LightningModule):
     def class_text(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-name text embeddings for φ and φ̂, ``(Q, D)`` each, cached per epoch."""
         if self._text is None:
-            with torch.no_grad():
-                ids = self.bank.input_ids.to(self.device)
+            ids = self.bank.input_ids.to(self.device)
+            with torch.no_grad(), autocast_off(ids):
                 text_cls, text_dense = self.model.encode_text(ids)
             self._text = (self.bank.reduce_names(text_cls), self.bank.reduce_names(text_dense))
         return self._text

@@ -45,7 +45,7 @@ from freeseg.ops.pseudo_labels import (
     pseudo_label_map,
     score_bounds,
 )
-from freeseg.stages.distributed import gather_objects, reduce_bounds
+from freeseg.stages.distributed import first_claims, gather_objects, reduce_bounds
 
 
 def _datamodule(trainer: pl.Trainer) -> Any:
@@ -239,7 +239,7 @@ class PseudoMaskWriter(BasePredictionWriter):
 
     # ------------------------------------------------------------------------- end
     def on_predict_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        ids = list(dict.fromkeys(self._ids))
+        ids = first_claims(list(dict.fromkeys(self._ids)))  # each image on one rank
         config: PartialLabelConfig = pl_module.partial_label_config  # type: ignore[assignment]
         scores = [load_record(record_path(self.pseudo_dir, i))["scores"] for i in ids]
         num_classes = len(pl_module.classes)  # type: ignore[arg-type]
