@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from freeseg.data.atomic import atomic_write_text
-from freeseg.demo import STAGE2, Demo, _metrics, _world_overrides
+from freeseg.demo import STAGE2, Demo, _world_overrides
+from freeseg.demo_report import last_metrics
 
 POOLINGS = (("mmp", 1), ("smoothed_max", 5), ("smoothed_min", 5))
 SEEDS = (0, 1, 2)
@@ -42,7 +43,7 @@ def run_ablation(
         values: dict[str, list[float]] = {key: [] for key in keys}
         for seed in SEEDS:
             if (pooling, k, seed) == DEMO_STAGE0:  # the demo's own stage 0 and its evaluation
-                m = _metrics(runs / "stage1_eval")
+                m = last_metrics(runs / "stage1_eval")
                 for key in keys:
                     values[key].append(100 * m.get(f"val/{key}", float("nan")))
                 continue
@@ -60,7 +61,7 @@ def run_ablation(
                 ["validate", *demo._iclip_args(), *pool, f"--ckpt_path={ckpt}"]
                 + _world_overrides(world),
             )
-            m = _metrics(runs / f"ablation_{pooling}_seed{seed}_eval")
+            m = last_metrics(runs / f"ablation_{pooling}_seed{seed}_eval")
             for key in keys:
                 values[key].append(100 * m.get(f"val/{key}", float("nan")))
         cells = [_mean_spread(values[key]) for key in keys]
@@ -96,7 +97,7 @@ def stage2_ablation(demo: Demo, runs: Path) -> str:
     rows = ["# Partial pixel strategy (Table 4), generated world\n"]
     rows += ["| stage 2 trained on | mIoU (%) | mIoU + dense CRF (%) |", "|---|---:|---:|"]
     for name, label in STAGE2_ROWS.items():
-        m = _metrics(runs / f"{name}_test")
+        m = last_metrics(runs / f"{name}_test")
         cells = [f"{100 * m[k]:.1f}" if k in m else "—" for k in ("test/mIoU", "test/mIoU_crf")]
         rows.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(rows) + "\n"

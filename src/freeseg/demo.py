@@ -8,18 +8,15 @@ on their own data); a stage that finished before is not run again. Results go to
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
-
 from freeseg.cli import main as freeseg
 from freeseg.data.atomic import atomic_write_bytes, atomic_write_text
+from freeseg.demo_report import last_metrics, write_grid, write_results
 from freeseg.shipped import config_dir, shipped_encoder
-from freeseg.stages.reports import load_figure, save_figure
 
 CONFIGS = config_dir()
 # The stand-in for DINO's weights on the generated world, made by `make encoder`.
@@ -62,24 +59,6 @@ def _run_dir_args(run_dir: Path) -> list[str]:
         f"--trainer.logger.init_args.save_dir={run_dir}",
         "--trainer.logger.init_args.version=0",
     ]
-
-
-def _metric_curve(run_dir: Path, key: str) -> list[tuple[int, float]]:
-    """(epoch, value) pairs of one logged metric from a CSVLogger run."""
-    path = run_dir / "logs/version_0/metrics.csv"
-    rows = list(csv.DictReader(path.open()))
-    return [(int(r["epoch"]), float(r[key])) for r in rows if r.get(key)]
-
-
-def _metrics(run_dir: Path) -> dict[str, float]:
-    """Last logged value of every metric of a CSVLogger run (``{}`` if it logged none)."""
-    path = run_dir / "logs/version_0/metrics.csv"
-    if not path.exists():
-        return {}
-    values: dict[str, float] = {}
-    for row in csv.DictReader(path.open()):
-        values.update({k: float(v) for k, v in row.items() if v and k not in ("epoch", "step")})
-    return values
 
 
 class Demo:
@@ -264,79 +243,6 @@ def run_demo(
     write_grid(results / "grid.png", runs)
 
 
-def write_grid(path: Path, runs: Path) -> None:
-    """image | ITSM | Y_seg1 | Y_seg2 | Y_seg2 + CRF | ground truth for the first val images.
-
-    Joins the figures of the stage-1 evaluation and of the partial-pixel stage-2 test, which
-    show the same first images of the val split; refuses if their ground truths differ.
-    """
-    log = "logs/version_0"
-    sources = (
-        runs / "stage1_eval" / log / "stage1_val_grid.npz",
-        runs / "refine_pp_test" / log / "stage2_test_grid.npz",
-    )
-    missing = [str(s) for s in sources if not s.is_file()]
-    if missing:  # e.g. stages reused from an older version that saved no panels
-        print(f"[demo] no grid: {', '.join(missing)} missing; delete its run folder and rerun")
-        return
-    _, stage1 = load_figure(sources[0])
-    titles2, stage2 = load_figure(sources[1])
-    rows = []
-    for one, two in zip(stage1, stage2, strict=False):
-        if not np.array_equal(one[-1][1], two[-1][1]):
-            raise ValueError("the stage-1 and stage-2 figures show different images")
-        rows.append(one[:3] + two[1:])
-    save_figure(path, ["image", "ITSM, selected labels", "Y_seg1", *titles2[1:]], rows)
-    print(f"[demo] grid: {path}")
-
-
-def write_results(results: Path, runs: Path, timings: dict[str, float]) -> None:
-    s1 = _metrics(runs / "stage1_eval")
-    tests = {name: _metrics(runs / f"{name}_test") for name in ("refine_pp", "oracle")}
-
-    def cell(values: dict[str, float], key: str) -> str:
-        return f"{100 * values[key]:.1f}" if key in values else "—"
-
-    lines = ["# Demo results (generated world, CPU)", ""]
-    lines += ["## Table 5 shape: mIoU (%) on the val split", ""]
-    lines += ["| method | stage | mIoU (%) |", "|---|---:|---:|"]
-    lines += [f"| direct argmax of the ITSM | 1 | {cell(s1, 'val/mIoU_argmax')} |"]
-    lines += [f"| partial label strategy (PLS) | 1 | {cell(s1, 'val/mIoU_pls')} |"]
-    lines += [f"| CLIP + K-means (Table 6) | 1 | {cell(s1, 'val/mIoU_kmeans')} |"]
-    lines += [f"| CLIP + spectral clustering (Table 6) | 1 | {cell(s1, 'val/mIoU_spectral')} |"]
-    lines += [
-        f"| PLS → PSPNet, partial pixel (Eq. 9–10) | 2 | {cell(tests['refine_pp'], 'test/mIoU')} |"
-    ]
-    lines += [
-        f"| PLS → PSPNet, partial pixel + dense CRF | 2 | {cell(tests['refine_pp'], 'test/mIoU_crf')} |"
-    ]
-    lines += [
-        f"| oracle: same PSPNet on ground-truth masks | — | {cell(tests['oracle'], 'test/mIoU')} |"
-    ]
-    lines += [f"| oracle + dense CRF | — | {cell(tests['oracle'], 'test/mIoU_crf')} |"]
-    lines += [
-        "",
-        f"Stage 0 on val: zero-shot mAP {cell(s1, 'val/mAP')} %, mMIoU {cell(s1, 'val/mMIoU')} %",
-        "",
-    ]
-    lines += ["## The frozen image encoder: class-token attention A on the val objects", ""]
-    lines += [
-        f"A's mass on object pixels {cell(s1, 'val/A_mass_fg')} %, Jaccard of its 60 %-mass "
-        f"mask with the objects {cell(s1, 'val/A_jaccard')} %",
-        "",
-    ]
-    curve = _metric_curve(runs / "encoder", "val/A_jaccard") if (runs / "encoder").is_dir() else []
-    if curve:
-        lines += ["| stage-0a epoch | A Jaccard (%) |", "|---:|---:|"]
-        lines += [f"| {e} | {100 * v:.1f} |" for e, v in curve]
-    if timings:
-        lines += ["", "Wall time of each stage (when it ran):", ""]
-        lines += [f"- {name}: {seconds:.0f} s" for name, seconds in timings.items()]
-    text = "\n".join(lines) + "\n"
-    atomic_write_text(results / "results.md", text)
-    print(text)
-
-
 def make_encoder(world: Path, runs: Path, out: Path, extra: list[str] | None = None) -> None:
     """``make encoder``: train the stand-in for DINO (stage 0a) and write it to ``out``.
 
@@ -356,7 +262,7 @@ def make_encoder(world: Path, runs: Path, out: Path, extra: list[str] | None = N
         lambda: freeseg(args),
         timings,
     )
-    fit = _metrics(run_dir)
+    fit = last_metrics(run_dir)
     seconds = json.loads((run_dir / "done.json").read_text())["seconds"]
     record = {
         "command": "freeseg " + " ".join(args).replace(f"{CONFIGS.parent}/", ""),
