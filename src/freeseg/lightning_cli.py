@@ -31,7 +31,7 @@ PATH_KEYS = {
 
 def path_missing(value: str, shards: bool = False) -> bool:
     """Whether a configured input is absent: a shard pattern matching nothing, or no file."""
-    from freeseg.data.imagetext import expand_shards
+    from freeseg.data.shards import expand_shards
 
     if not shards:
         return not Path(value).exists()
@@ -46,7 +46,7 @@ def path_missing(value: str, shards: bool = False) -> bool:
 
 def _shard_problem(value: str) -> str | None:
     """Why a shard pattern that matches something cannot be read, or None."""
-    from freeseg.data.imagetext import check_shards, expand_shards
+    from freeseg.data.shards import check_shards, expand_shards
 
     try:
         check_shards(expand_shards(value))

@@ -15,7 +15,8 @@ import torch
 from PIL import Image
 
 from freeseg.data.datamodules import ImageTextDataModule
-from freeseg.data.imagetext import Skip, count_samples, decode_sample, expand_shards
+from freeseg.data.imagetext import Skip, decode_sample
+from freeseg.data.shards import count_samples, expand_shards
 
 CONTEXT = 8
 

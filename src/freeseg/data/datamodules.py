@@ -16,9 +16,6 @@ from freeseg.data.imagetext import (
     SkipTally,
     Tokenizer,
     build_imagetext_pipeline,
-    check_shards,
-    count_samples,
-    expand_shards,
 )
 from freeseg.data.samplers import eval_sampler, predict_sampler
 from freeseg.data.segsets import (
@@ -28,6 +25,7 @@ from freeseg.data.segsets import (
     VOCSegmentation,
     collate_segmentation,
 )
+from freeseg.data.shards import check_shards, count_samples, expand_shards
 from freeseg.data.transforms import (
     SegEvalTransform,
     SegTrainTransform,
