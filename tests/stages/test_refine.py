@@ -98,7 +98,12 @@ def test_oracle_fit_on_ground_truth_reports_miou_and_crf(tmp_path):
     )
     callbacks = [MeanIoUCallback(), MeanIoUCallback(key="pred_crf", name="mIoU_crf")]
     module = _module(
-        classes, lr=0.05, class_balance=True, crf=True, crf_workers=1, crf_params={"scale_factor": 4.0}
+        classes,
+        lr=0.05,
+        class_balance=True,
+        crf=True,
+        crf_workers=1,
+        crf_params={"scale_factor": 4.0},
     )
     trainer = pl.Trainer(
         accelerator="cpu",

@@ -85,7 +85,9 @@ def test_random_tokens_match_the_written_out_recipe(method, seed):
     expected = _reference_map(tokens, (8, 8), text, 4, method, 0.5, seed)
     np.testing.assert_array_equal(got, expected)
     assert len(np.unique(got)) >= 2  # background and at least one class: a map worth checking
-    np.testing.assert_array_equal(got, cluster_segmentation(tokens, (8, 8), text, 4, method, 0.5, seed=seed))
+    np.testing.assert_array_equal(
+        got, cluster_segmentation(tokens, (8, 8), text, 4, method, 0.5, seed=seed)
+    )
 
 
 @pytest.mark.parametrize("method", ["kmeans", "spectral"])
