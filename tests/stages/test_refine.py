@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import csv
-from pathlib import Path
 
 import lightning.pytorch as pl
 import numpy as np
@@ -14,6 +13,13 @@ import torch.nn.functional as F
 import yaml
 from PIL import Image
 from tests.conftest import REPO
+from tests.stages.refine_helpers import (
+    ColourNet,
+    expected_at,
+    layouts,
+    numpy_miou,
+    separable_world,
+)
 from torch.utils.data import DataLoader
 
 from freeseg.cli import main
@@ -41,44 +47,6 @@ def _trainer(**kwargs) -> pl.Trainer:
     )
 
 
-# Colours of background and the two classes of the separable world: a pixel's colour is its label.
-COLOURS = np.array([[0, 0, 0], [230, 30, 30], [30, 30, 230]], np.uint8)
-
-
-def _separable_world(root: Path, num_train: int = 8, num_val: int = 4, size: int = 64) -> Path:
-    """A VOC-layout world any segmenter must solve: one large flat-coloured rectangle per image
-    (red = class 1, blue = class 2, 40-56 px a side on 64²) on black background."""
-    rng = np.random.default_rng(0)
-    voc = root / "voc"
-    for sub in ("JPEGImages", "SegmentationClass", "ImageSets/Segmentation"):
-        (voc / sub).mkdir(parents=True)
-    ids = [f"{i:03d}" for i in range(num_train + num_val)]
-    for i, image_id in enumerate(ids):
-        label = np.zeros((size, size), np.uint8)
-        h, w = rng.integers(40, 57, 2)
-        y, x = rng.integers(0, size - h + 1), rng.integers(0, size - w + 1)
-        label[y : y + h, x : x + w] = 1 + i % 2
-        Image.fromarray(COLOURS[label]).save(voc / f"JPEGImages/{image_id}.jpg", quality=95)
-        Image.fromarray(label, mode="L").save(voc / f"SegmentationClass/{image_id}.png")
-    (voc / "ImageSets/Segmentation/train.txt").write_text("\n".join(ids[:num_train]) + "\n")
-    (voc / "ImageSets/Segmentation/val.txt").write_text("\n".join(ids[num_train:]) + "\n")
-    (root / "classes.txt").write_text("red square\nblue square\n")
-    return root
-
-
-def _numpy_miou(preds: list[np.ndarray], truths: list[np.ndarray], k: int) -> np.ndarray:
-    """Per-class IoU over a dataset (255 ignored, NaN for a class absent from both)."""
-    inter, union = np.zeros(k), np.zeros(k)
-    for pred, truth in zip(preds, truths, strict=True):
-        valid = truth != 255
-        for c in range(k):
-            p, t = (pred == c) & valid, (truth == c) & valid
-            inter[c] += (p & t).sum()
-            union[c] += (p | t).sum()
-    with np.errstate(invalid="ignore"):
-        return np.where(union > 0, inter / np.maximum(union, 1), np.nan)
-
-
 class _KeepPredictions(pl.Callback):
     def __init__(self) -> None:
         self.outputs: list[dict] = []
@@ -91,7 +59,7 @@ def test_oracle_fit_on_ground_truth_reports_miou_and_crf(tmp_path):
     """40 SGD steps on a world where colour gives the label: mIoU far above chance (~0.3 for
     a constant or class-swapped map), and the logged numbers equal a numpy count of the
     predictions against the mask files."""
-    world = _separable_world(tmp_path)
+    world = separable_world(tmp_path)
     classes = str(world / "classes.txt")
     data = SegmentationDataModule(
         str(world / "voc"), image_size=64, batch_size=4, num_workers=0, classes=classes
@@ -128,7 +96,7 @@ def test_oracle_fit_on_ground_truth_reports_miou_and_crf(tmp_path):
     truths = [np.asarray(Image.open(world / f"voc/SegmentationClass/{i}.png")) for i in ids]
     for key, cb in (("pred", callbacks[0]), ("pred_crf", callbacks[1])):
         preds = [p.numpy() for out in keep.outputs for p in out[key]]
-        per_class = _numpy_miou(preds, truths, 3)
+        per_class = numpy_miou(preds, truths, 3)
         assert next(iter(cb.last.values())) == pytest.approx(np.nanmean(per_class), abs=1e-5)
 
 
@@ -247,45 +215,6 @@ def test_trains_on_target_batches_through_a_trainer(tiny_world):
         torch.testing.assert_close(trained[name].detach(), expected, atol=1e-6, rtol=1e-4)
 
 
-class _ColourNet(torch.nn.Module):
-    """A pixelwise stand-in for PSPNet: channel 0 of the input holds label / 4, and the logit of
-    class k is −50·(4·x₀ − k)², so the argmax at each pixel is the label painted there."""
-
-    def __init__(self, num_labels: int) -> None:
-        super().__init__()
-        self.register_buffer("k", torch.arange(num_labels, dtype=torch.float32).view(1, -1, 1, 1))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return -50.0 * (4 * x[:, :1] - self.k) ** 2
-
-
-def _layouts(size: int = 64) -> torch.Tensor:
-    """Two label layouts on the network input, neither symmetric under transposition or flips."""
-    a = torch.zeros(size, size, dtype=torch.long)
-    a[:, :16] = 1  # a left band
-    a[:16, 16:] = 2  # a top band right of it
-    b = torch.zeros(size, size, dtype=torch.long)
-    b[32:, 40:] = 2  # the bottom-right block
-    b[:24, 8:28] = 1
-    return torch.stack([a, b])
-
-
-def _expected_at(layout: torch.Tensor, size: tuple[int, int], margin: int = 3) -> np.ndarray:
-    """The layout carried to an original ``size`` by any sane resize: the label of the source
-    pixel under each output pixel, or -1 where the source neighbourhood (± margin) is mixed."""
-    s_h, s_w = layout.shape
-    out = np.full(size, -1, np.int64)
-    lab = layout.numpy()
-    for i in range(size[0]):
-        y = int((i + 0.5) * s_h / size[0])
-        for j in range(size[1]):
-            x = int((j + 0.5) * s_w / size[1])
-            patch = lab[max(y - margin, 0) : y + margin + 1, max(x - margin, 0) : x + margin + 1]
-            if (patch == patch.flat[0]).all():
-                out[i, j] = patch.flat[0]
-    return out
-
-
 @pytest.mark.parametrize("crf_size", ["original", "input"])
 @pytest.mark.parametrize("sliding_window", [False, True])
 def test_eval_outputs_are_at_original_sizes(tiny_world, crf_size, sliding_window):
@@ -301,10 +230,10 @@ def test_eval_outputs_are_at_original_sizes(tiny_world, crf_size, sliding_window
         window=32,
         stride=24,
     ).eval()
-    module.net = _ColourNet(module.num_classes + 1)
-    layouts = _layouts()
+    module.net = ColourNet(module.num_classes + 1)
+    painted = layouts()
     images = torch.zeros(2, 3, 64, 64)
-    images[:, 0] = layouts.float() / 4
+    images[:, 0] = painted.float() / 4
     sizes = [(48, 80), (64, 64)]
     masks = [torch.randint(0, module.num_classes + 1, hw) for hw in sizes]
     batch = {"image": images, "mask": masks, "size": sizes, "id": ["a", "b"]}
@@ -313,9 +242,9 @@ def test_eval_outputs_are_at_original_sizes(tiny_world, crf_size, sliding_window
     assert [tuple(p.shape) for p in out["pred"]] == sizes
     assert [tuple(p.shape) for p in out["pred_crf"]] == sizes
     for key in ("pred", "pred_crf"):
-        for pred, layout, size in zip(out[key], layouts, sizes, strict=True):
+        for pred, layout, size in zip(out[key], painted, sizes, strict=True):
             assert pred.dtype == torch.long
-            expected = _expected_at(layout, size)
+            expected = expected_at(layout, size)
             known = expected >= 0
             assert known.mean() > 0.6
             np.testing.assert_array_equal(pred.numpy()[known], expected[known], err_msg=key)
@@ -346,9 +275,6 @@ def test_partial_pixel_flag_must_match_the_datamodule(tiny_world):
 
 
 def test_test_saves_a_figure_of_the_first_val_images(tiny_world, tmp_path):
-    import numpy as np
-    from PIL import Image
-
     from freeseg.stages.reports import load_figure
 
     classes = str(tiny_world / "classes.txt")
