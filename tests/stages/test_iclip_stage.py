@@ -1,18 +1,22 @@
-"""Stage 0 (ICLIPModule): a few CLI training steps on a generated world, frozen encoder."""
+"""Stage 0 (ICLIPModule): CLI training steps on a generated world, frozen encoder; the loss and
+the class texts against loops."""
 
 from __future__ import annotations
 
 import csv
+import math
 
+import numpy as np
 import pytest
 import timm
 import torch
 from tests.conftest import REPO
+from tests.iclip_stubs import B, CharSumTextEncoder, as_np, stub_iclip, unit
 from tests.stages.tiny import TINY_VIT
 from tests.stages.tiny import tiny_iclip_module as _tiny_module
 
 from freeseg.cli import main
-from freeseg.stages.iclip_module import image_labels
+from freeseg.stages.iclip_module import ICLIPModule, image_labels
 
 
 def _dino_checkpoint(path):
@@ -108,3 +112,51 @@ def test_eval_step_outputs_match_masks(tiny_world):
 def test_image_labels_ignore_background_and_void(masks):
     labels = image_labels(masks, num_classes=5)
     assert labels.tolist() == [[False, False, False, True, False]]
+
+
+def _cross_entropy(logits: np.ndarray) -> float:
+    """Mean over rows of −log softmax at the diagonal."""
+    out = 0.0
+    for i, row in enumerate(logits):
+        out += math.log(np.exp(row - row.max()).sum()) + row.max() - row[i]
+    return out / len(logits)
+
+
+def test_contrastive_loss_is_the_symmetric_infonce_of_both_branches():
+    model = stub_iclip()
+    module = ICLIPModule(model, context_length=4)
+    ids = torch.tensor([[3, 0], [7, 0]])
+    loss, loss_cls, loss_dense = module.contrastive_loss(
+        {"image": torch.zeros(B, 3, 8, 8), "input_ids": ids}
+    )
+    emb = model(torch.zeros(B, 3, 8, 8), ids)
+    expected = {}
+    for name, img, txt in (
+        ("cls", emb.image_cls, emb.text_cls),
+        ("dense", emb.image_dense, emb.text_dense),
+    ):
+        logits = np.array(
+            [[as_np(img[i]) @ as_np(txt[j]) / 0.07 for j in range(B)] for i in range(B)]
+        )
+        expected[name] = (_cross_entropy(logits) + _cross_entropy(logits.T)) / 2
+    assert float(loss_cls) == pytest.approx(expected["cls"], rel=1e-5)
+    assert float(loss_dense) == pytest.approx(expected["dense"], rel=1e-5)
+    assert float(loss) == pytest.approx(expected["cls"] + expected["dense"], rel=1e-5)
+
+
+def test_class_text_is_the_normalised_mean_of_normalised_template_embeddings(tmp_path):
+    classes = tmp_path / "classes.txt"
+    classes.write_text("cat, kitty\ndog\n")
+    templates = tmp_path / "templates.txt"
+    templates.write_text("a {}.\na photo of a {}.\n")
+    model = stub_iclip()
+    model.text_encoder = CharSumTextEncoder()
+    module = ICLIPModule(model, classes=str(classes), templates=str(templates), context_length=16)
+    text_cls, text_dense = module.class_text()
+    w_tcls, w_tdense = as_np(model.cls_text_proj.weight), as_np(model.dense_text_proj.weight)
+    for q, name in enumerate(["cat", "kitty", "dog"]):
+        prompts = [f"a {name}.", f"a photo of a {name}."]
+        feats = [as_np(model.text_encoder(module.tokenizer([p]))[0]) for p in prompts]
+        for got, weight in ((text_cls, w_tcls), (text_dense, w_tdense)):
+            mean = np.mean([unit(weight @ f) for f in feats], axis=0)
+            np.testing.assert_allclose(as_np(got[q]), unit(mean), atol=1e-6)

@@ -9,8 +9,10 @@ import lightning.pytorch as pl
 import pytest
 import torch
 from tests.stages.tiny import tiny_iclip_module
+from torch.utils.data import DataLoader
 
 from freeseg.data.datamodules import ImageTextDataModule
+from freeseg.stages.dino_module import SelfDistillationModule
 from freeseg.stages.refine_module import RefineModule
 from freeseg.stages.tag_module import TagPretrainModule
 
@@ -111,3 +113,75 @@ def test_tag_module_warmup_cosine_spans_max_steps_without_length():
         lr * 0.5 * (1 + math.cos(math.pi * t / (total - warm))) for t in range(total - warm)
     ]
     assert _run(optimizer, scheduler, total) == pytest.approx(expected, rel=1e-6)
+
+
+def _lrs_under_a_trainer(module: pl.LightningModule, items: list[dict], max_steps: int):
+    """The LR of every optimisation step when Lightning itself steps the schedule (2 batches an
+    epoch, so a schedule stepped per epoch, or one that spans a single step, shows)."""
+    record = _RecordLR()
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        max_steps=max_steps,
+        max_epochs=-1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        callbacks=[record],
+    )
+    trainer.fit(module, train_dataloaders=DataLoader(items, batch_size=len(items) // 2))
+    return record.lrs
+
+
+def _warmup_cosine(lr: float, total: int, warm: int) -> list[float]:
+    out = [lr * (t + 1) / warm for t in range(warm)]
+    return out + [
+        lr * 0.5 * (1 + math.cos(math.pi * t / (total - warm))) for t in range(total - warm)
+    ]
+
+
+def test_refine_poly_is_stepped_every_optimisation_step_by_the_trainer():
+    torch.manual_seed(0)
+    module = RefineModule(
+        classes="voc",
+        psp_out_channels=8,
+        encoder_name="resnet18",
+        encoder_depth=3,
+        output_stride=None,
+        lr=0.05,
+    )
+    g = torch.Generator().manual_seed(0)
+    items = [
+        {
+            "image": torch.randn(3, 16, 16, generator=g),
+            "target": torch.randint(0, 21, (16, 16), generator=g),
+        }
+        for _ in range(2)
+    ]
+    lrs = _lrs_under_a_trainer(module, items, max_steps=5)
+    assert lrs == pytest.approx([0.05 * (1 - t / 5) ** 0.9 for t in range(5)], rel=1e-6)
+
+
+def test_self_distillation_warmup_cosine_is_stepped_every_step_by_the_trainer():
+    vit = {"patch_size": 8, "embed_dim": 16, "depth": 1, "num_heads": 2}
+    module = SelfDistillationModule(
+        img_size=16, model_kwargs=vit, out_dim=8, hidden_dim=8, bottleneck_dim=4,
+        global_size=16, local_size=8, local_crops=0, warmup_fraction=0.5, lr=1e-3,
+    )  # fmt: skip
+    g = torch.Generator().manual_seed(0)
+    items = [{"image": torch.randn(3, 16, 16, generator=g)} for _ in range(2)]
+    lrs = _lrs_under_a_trainer(module, items, max_steps=5)  # warm-up: int(5 · 0.5) = 2 steps
+    assert lrs == pytest.approx(_warmup_cosine(1e-3, 5, 2), rel=1e-6)
+
+
+def test_tag_module_warmup_cosine_is_stepped_every_step_by_the_trainer():
+    module = TagPretrainModule(
+        img_size=16, model_kwargs={"patch_size": 8, "embed_dim": 8, "depth": 1, "num_heads": 2}
+    )
+    ids = module.tokenizer(["a red car", "a dog"])
+    g = torch.Generator().manual_seed(0)
+    items = [{"image": torch.randn(3, 16, 16, generator=g), "input_ids": ids[i]} for i in range(2)]
+    lr = module.hparams["lr"]
+    lrs = _lrs_under_a_trainer(module, items, max_steps=20)  # warm-up: 20 // 20 = 1 step
+    assert lrs == pytest.approx(_warmup_cosine(lr, 20, 1), rel=1e-6)

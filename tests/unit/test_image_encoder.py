@@ -209,9 +209,35 @@ def test_conv_stem_layout_and_shapes():
         conv_stem(3, 32, 6)
 
 
+# Published input statistics: ImageNet's (DINO, torchvision), the augreg ViTs' (timm, 0.5),
+# OpenAI CLIP's (its repository's preprocessing).
+IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+HALF = ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+OPENAI_CLIP = ((0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711))
+
+
+def _close(got, expected) -> bool:
+    return all(g == pytest.approx(e, abs=1e-7) for g, e in zip(got, expected, strict=True))
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("vit_base_patch8_224.dino", IMAGENET),
+        (NAME, HALF),  # timm's default tag for it is augreg
+        ("vit_small_patch16_224.augreg_in21k", HALF),
+        ("vit_base_patch16_clip_224.openai", OPENAI_CLIP),
+    ],
+)
+def test_mean_std_of_a_model_name(name, expected):
+    enc = FrozenViT(name, img_size=32, model_kwargs=TINY, input_stats="pretrained")
+    assert _close(enc.input_mean_std, expected)
+
+
 def test_mean_std_and_argument_errors():
+    assert (IMAGENET_MEAN, IMAGENET_STD) == IMAGENET
     dino = FrozenViT("vit_base_patch8_224.dino", 32, model_kwargs=TINY, input_stats="pretrained")
-    assert dino.input_mean_std == (IMAGENET_MEAN, IMAGENET_STD)
+    assert _close(dino.input_mean_std, IMAGENET)
     enc = FrozenViT(NAME, img_size=32, model_kwargs=TINY)
     with pytest.raises(ValueError, match="checkpoint or hub_pretrained"):
         FrozenViT(NAME, checkpoint="x.pth", hub_pretrained=True)

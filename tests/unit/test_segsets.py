@@ -16,7 +16,13 @@ from freeseg.data.segsets import (
     VOCSegmentation,
     collate_segmentation,
 )
-from freeseg.data.transforms import SegEvalTransform, SegTrainTransform, keep_ratio_size
+from freeseg.data.transforms import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    SegEvalTransform,
+    SegTrainTransform,
+    keep_ratio_size,
+)
 
 SIZES = {"2007_000032": (20, 30), "2007_000039": (24, 16), "2008_000002": (18, 18)}
 
@@ -160,6 +166,33 @@ def test_coco_object_and_folder(tmp_path):
     assert ImageFolderSet(str(folder), recursive=True).ids == ["a", "b", "sub/c"]
 
 
+# Five labels, five colours far apart: a pixel of exactly one of them can only come from
+# source pixels of that label.
+PALETTE = np.array([[0, 0, 0], [255, 0, 0], [0, 255, 0], [0, 0, 255], [255, 255, 255]], np.uint8)
+
+
+def _colour_coded(h: int, w: int, cell: int, seed: int) -> tuple[Image.Image, np.ndarray]:
+    """Blocks of ``cell`` px with random labels in 0..4, the image painted in their colours."""
+    rng = np.random.default_rng(seed)
+    grid = rng.integers(0, 5, (-(-h // cell), -(-w // cell)))
+    label = np.kron(grid, np.ones((cell, cell), np.int64))[:h, :w].astype(np.uint8)
+    return Image.fromarray(PALETTE[label]), label
+
+
+def _pure_labels(image: torch.Tensor, tol: float = 1e-4) -> np.ndarray:
+    """``(3, H, W)`` ImageNet-normalised → ``(H, W)`` label whose colour the pixel has exactly
+    (within ``tol``), −1 for blended pixels, −2 for the zero padding."""
+    mean = torch.tensor(IMAGENET_MEAN)[:, None, None]
+    std = torch.tensor(IMAGENET_STD)[:, None, None]
+    rgb = (image * std + mean).numpy()  # (3, H, W) in [0, 1]
+    colours = PALETTE.astype(np.float64) / 255
+    out = np.full(image.shape[1:], -1, np.int64)
+    for value, colour in enumerate(colours):
+        out[(np.abs(rgb - colour[:, None, None]) < tol).all(0)] = value
+    out[(image == 0).all(0).numpy()] = -2
+    return out
+
+
 def test_train_transform_shapes_and_labels():
     torch.manual_seed(0)
     rng = np.random.default_rng(2)
@@ -173,6 +206,83 @@ def test_train_transform_shapes_and_labels():
     img_t, mask_t = SegTrainTransform(crop=32, scale_range=(1.0, 1.0), flip=False)(image, label)
     assert np.array_equal(mask_t[:20, :30].numpy(), label)
     assert (mask_t[20:] == 255).all() and (img_t[:, :, 30:] == 0).all()
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_train_transform_keeps_image_and_mask_aligned(seed):
+    """Random scale, crop and flip move image and mask together: wherever the transformed image
+    holds one label's colour exactly, the mask holds that label, and the mask is 255 exactly
+    on the zero padding (the source has no 255)."""
+    image, label = _colour_coded(24, 36, cell=8, seed=seed)
+    torch.manual_seed(seed)
+    img_t, mask_t = SegTrainTransform(crop=32, scale_range=(0.5, 2.0))(image, label)
+    mask = mask_t.numpy()
+    pure = _pure_labels(img_t)
+    np.testing.assert_array_equal(mask == 255, pure == -2)
+    checked = pure >= 0
+    assert checked.sum() >= 0.3 * (mask != 255).sum()  # most pixels lie inside a block
+    np.testing.assert_array_equal(mask[checked], pure[checked])
+
+
+def test_flip_and_crop_are_shared_at_scale_one():
+    """At scale 1 without blending every image pixel is pure: the mask must equal the colour's
+    label at every pixel, for crops from all offsets, flipped or not."""
+    image, label = _colour_coded(40, 40, cell=5, seed=0)
+    flips = set()
+    for seed in range(12):
+        torch.manual_seed(seed)
+        img_t, mask_t = SegTrainTransform(crop=24, scale_range=(1.0, 1.0))(image, label)
+        pure = _pure_labels(img_t)
+        assert (pure >= 0).all()
+        np.testing.assert_array_equal(mask_t.numpy(), pure)
+        # the crop is a window of the source, mirrored or not
+        found = [
+            (top, left, flip)
+            for top in range(17)
+            for left in range(17)
+            for flip in (False, True)
+            if np.array_equal(
+                label[top : top + 24, left : left + 24][:, :: -1 if flip else 1], pure
+            )
+        ]
+        assert found, seed
+        flips |= {flip for *_, flip in found}
+    assert flips == {False, True}
+
+
+def test_datamodule_fit_batches_keep_image_and_mask_aligned(tmp_path):
+    """The same through SegmentationDataModule's fit loader on JPEG files: decoded to the
+    nearest palette colour, every pixel well inside a block of the mask shows its colour."""
+    root = tmp_path / "VOC2012"
+    ids = [f"img{i}" for i in range(8)]
+    for i, item_id in enumerate(ids):
+        image, label = _colour_coded(40, 56, cell=8, seed=100 + i)
+        (root / "JPEGImages").mkdir(parents=True, exist_ok=True)
+        image.save(root / "JPEGImages" / f"{item_id}.jpg", quality=100, subsampling=0)
+        _write_palette_png(root / "SegmentationClass" / f"{item_id}.png", label)
+    (root / "ImageSets" / "Segmentation").mkdir(parents=True)
+    (root / "ImageSets" / "Segmentation" / "train.txt").write_text("\n".join(ids) + "\n")
+    (root / "ImageSets" / "Segmentation" / "val.txt").write_text(ids[0] + "\n")
+    classes = tmp_path / "four.txt"
+    classes.write_text("red\ngreen\nblue\nwhite\n")
+    dm = SegmentationDataModule(
+        str(root), image_size=32, batch_size=4, num_workers=0, classes=str(classes)
+    )
+    dm.setup("fit")
+    torch.manual_seed(0)
+    checked = 0
+    for batch in dm.train_dataloader():
+        for image, mask in zip(batch["image"], batch["mask"].numpy(), strict=True):
+            rgb = (image * torch.tensor(IMAGENET_STD)[:, None, None]).numpy()
+            rgb += np.asarray(IMAGENET_MEAN)[:, None, None]
+            dist = ((rgb[None] - PALETTE[:, :, None, None] / 255) ** 2).sum(1)  # (5, H, W)
+            decoded = dist.argmin(0)
+            padded = np.pad(mask.astype(np.int64), 2, constant_values=-1)
+            windows = np.lib.stride_tricks.sliding_window_view(padded, (5, 5))
+            inside = (windows == mask[:, :, None, None]).all((-2, -1)) & (mask != 255)
+            np.testing.assert_array_equal(decoded[inside], mask[inside])
+            checked += int(inside.sum())
+    assert checked > 8 * 32 * 32 * 0.2
 
 
 def test_segmentation_datamodule(voc):

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
-import open_clip
+import copy
+import gzip
+
 import pytest
 import torch
+import torch.nn.functional as F
+from open_clip.tokenizer import default_bpe
+from transformers import CLIPTokenizer
 
 from freeseg.data.tokenizer import ClipTokenizer
 from freeseg.models.text_encoder import TextEncoder
@@ -38,9 +43,54 @@ def test_tokenizer_eot_after_text_and_truncation_keeps_eot():
         ClipTokenizer(context_length=1)
 
 
-def test_tokenizer_agrees_with_open_clip_tokenize():
-    texts = ["a photo of a dog.", "Two cats on a sofa!!", "Ünïcode—and   spaces", "x " * 100]
-    assert torch.equal(ClipTokenizer()(texts), open_clip.tokenize(texts))
+def _bytes_to_unicode() -> dict[int, str]:
+    """GPT-2's / CLIP's reversible byte → printable character table (published recipe)."""
+    keep = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1)]
+    keep += range(ord("®"), ord("ÿ") + 1)
+    chars, extra = list(keep), 0
+    for b in range(256):
+        if b not in keep:
+            keep.append(b)
+            chars.append(256 + extra)
+            extra += 1
+    return dict(zip(keep, [chr(c) for c in chars], strict=True))
+
+
+@pytest.fixture(scope="module")
+def rust_bpe() -> CLIPTokenizer:
+    """CLIP's BPE run by another implementation (Hugging Face `tokenizers`, in Rust) on CLIP's
+    merges file, with the vocabulary laid out as CLIP's simple_tokenizer.py builds it."""
+    lines = gzip.open(default_bpe()).read().decode("utf-8").split("\n")
+    merges = [tuple(line.split()) for line in lines[1 : 49152 - 256 - 2 + 1]]
+    byte_chars = list(_bytes_to_unicode().values())
+    vocab = byte_chars + [c + "</w>" for c in byte_chars] + ["".join(m) for m in merges]
+    vocab += ["<|startoftext|>", "<|endoftext|>"]
+    return CLIPTokenizer(vocab={t: i for i, t in enumerate(vocab)}, merges=merges)
+
+
+TEXTS = [
+    "a photo of a dog.",
+    "Two cats on a sofa!!",
+    "Ünïcode—and   spaces",
+    "x " * 100,
+    "it's a DOG's life, isn't it?",
+    "café naïve 123 4567",
+    "  leading\ttabs\nnewlines  ",
+    "emoji 🐶🚗 ok",
+]
+
+
+@pytest.mark.parametrize("context_length", [77, 16])
+def test_tokenizer_agrees_with_an_independent_bpe(rust_bpe, context_length):
+    """Same ids as CLIP's merges applied by `tokenizers`, laid out [SOT] ids [EOT] 0 …, cut so
+    that EOT stays last."""
+    got = ClipTokenizer(context_length)(TEXTS)
+    for row, text in zip(got.tolist(), TEXTS, strict=True):
+        ids = rust_bpe(text)["input_ids"]
+        assert (ids[0], ids[-1]) == (SOT, EOT)
+        body = ids[1:-1][: context_length - 2]
+        expected = [SOT, *body, EOT] + [0] * (context_length - len(body) - 2)
+        assert row == expected, text
 
 
 def _encoder(seed: int = 0) -> TextEncoder:
@@ -68,10 +118,40 @@ def test_text_encoder_is_causal_padding_after_eot_is_ignored():
 
 
 def test_text_encoder_trains():
+    """Every parameter is trained: it requires and receives a gradient, the gradient agrees
+    with a finite difference, and a gradient step lowers the loss as much as it should."""
     enc = _encoder().train()
-    enc(ClipTokenizer(context_length=16)(["a dog"])).sum().backward()
-    grads = [p.grad for p in enc.parameters() if p.requires_grad]
-    assert grads and all(g is not None for g in grads[-4:])
+    ids = ClipTokenizer(context_length=16)(["a dog", "a red car on a road"])
+    target = F.normalize(torch.randn(2, 32, generator=torch.Generator().manual_seed(0)), dim=-1)
+    ((enc(ids) - target) ** 2).sum().backward()
+    for name, param in enc.named_parameters():
+        assert param.requires_grad, name
+        assert param.grad is not None and param.grad.abs().sum() > 0, name
+    # the gradient of one embedding entry of "dog" against a central difference, in float64
+    enc64 = copy.deepcopy(enc).double()
+    enc64.zero_grad()
+    ((enc64(ids) - target.double()) ** 2).sum().backward()
+    weight = enc64.model.embeddings.token_embedding.weight
+    dog, eps = int(ids[0, 2]), 1e-6
+
+    def loss_at(delta: float) -> float:
+        with torch.no_grad():
+            weight[dog, 3] += delta
+            value = float(((enc64(ids) - target.double()) ** 2).sum())
+            weight[dog, 3] -= delta
+        return value
+
+    numeric = (loss_at(eps) - loss_at(-eps)) / (2 * eps)
+    assert float(weight.grad[dog, 3]) == pytest.approx(numeric, rel=1e-5, abs=1e-9)
+    # one plain gradient step lowers the loss by about lr·|g|² (first order)
+    before = float(((enc(ids) - target) ** 2).sum())
+    squared = sum(float((p.grad**2).sum()) for p in enc.parameters())
+    lr = 0.01 * before / squared  # small enough for first order: a 1 % decrease
+    with torch.no_grad():
+        for param in enc.parameters():
+            param -= lr * param.grad
+        after = float(((enc(ids) - target) ** 2).sum())
+    assert before - after == pytest.approx(lr * squared, rel=0.1)
 
 
 def test_text_encoder_save_and_load_local_directory(tmp_path):

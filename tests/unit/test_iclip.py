@@ -1,0 +1,108 @@
+"""ICLIP's forward, zero-shot scores and ITSM, and PromptBank, against numpy loops."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from tests.iclip_stubs import GRID, B, as_np, stub_iclip, unit
+
+from freeseg.models.prompts import PromptBank
+
+
+def _pool_by_hand(masked: np.ndarray, method: str, k: int) -> np.ndarray:
+    """``(N, D)`` masked projected tokens of one image → ``(D,)`` pooled, by loops."""
+    h, w = GRID
+    if method == "mmp":  # Eq. 2: max over the tokens
+        return masked.max(0)
+    fmap = masked.reshape(h, w, -1)
+    smooth = np.zeros_like(fmap)
+    for y in range(h):
+        for x in range(w):
+            total = np.zeros(fmap.shape[-1])
+            for i in range(y - k // 2, y + k // 2 + 1):
+                for j in range(x - k // 2, x + k // 2 + 1):
+                    if 0 <= i < h and 0 <= j < w:  # zero padding outside the grid
+                        total += fmap[i, j]
+            smooth[y, x] = total / k**2  # Eq. 4: always / k²
+    flat = smooth.reshape(h * w, -1)
+    return flat.min(0) if method == "smoothed_min" else flat.max(0)  # Eq. 5 or its max twin
+
+
+@pytest.mark.parametrize(("pooling", "k"), [("smoothed_min", 3), ("smoothed_max", 3), ("mmp", 3)])
+def test_forward_matches_projections_masking_and_pooling_by_hand(pooling, k):
+    model = stub_iclip(pooling, k)
+    ids = torch.tensor([[3, 0], [7, 0]])
+    emb = model(torch.zeros(B, 3, 8, 8), ids)
+    enc = model.image_encoder.out
+    w_cls, w_dense = as_np(model.cls_proj.weight), as_np(model.dense_proj.weight)  # (D, C)
+    w_tcls, w_tdense = as_np(model.cls_text_proj.weight), as_np(model.dense_text_proj.weight)
+    feats = as_np(model.text_encoder.table)[ids[:, 0].numpy()]
+    for b in range(B):
+        np.testing.assert_allclose(
+            as_np(emb.image_cls[b]), unit(w_cls @ as_np(enc.cls_token[b])), atol=1e-6
+        )
+        tokens, attn = as_np(enc.patch_tokens[b]), as_np(enc.attn[b])
+        masked = np.stack([attn[n] * (w_dense @ tokens[n]) for n in range(len(tokens))])
+        pooled = _pool_by_hand(masked, pooling, k)
+        np.testing.assert_allclose(as_np(emb.image_dense[b]), unit(pooled), atol=1e-6)
+        np.testing.assert_allclose(as_np(emb.text_cls[b]), unit(w_tcls @ feats[b]), atol=1e-6)
+        np.testing.assert_allclose(as_np(emb.text_dense[b]), unit(w_tdense @ feats[b]), atol=1e-6)
+    # the contrastive logits of each branch: CLIP's scale 1/0.07 times the cosine matrix
+    assert float(model.cls_logit_scale()) == pytest.approx(1 / 0.07)
+    assert float(model.dense_logit_scale()) == pytest.approx(1 / 0.07)
+
+
+@pytest.mark.parametrize("masked", [True, False])
+def test_zero_shot_scores_and_itsm_by_hand(masked):
+    model = stub_iclip(mask_at_inference=masked)
+    enc = model.image_encoder.out
+    text_cls, text_dense = model.encode_text(torch.tensor([[1, 0], [2, 0], [5, 0]]))
+    scores = model.zero_shot_scores(enc, text_cls)  # (B, T)
+    raw = model.itsm(enc, text_dense, normalize=False)  # (B, T, h, w)
+    itsm = model.itsm(enc, text_dense)
+    w_cls, w_dense = as_np(model.cls_proj.weight), as_np(model.dense_proj.weight)
+    h, w = GRID
+    for b in range(B):
+        image = unit(w_cls @ as_np(enc.cls_token[b]))
+        for t in range(3):
+            assert float(scores[b, t]) == pytest.approx(image @ as_np(text_cls[t]), abs=1e-6)
+            expected = np.zeros((h, w))
+            for n in range(h * w):
+                token = w_dense @ as_np(enc.patch_tokens[b, n])
+                weight = float(enc.attn[b, n]) if masked else 1.0
+                expected[n // w, n % w] = weight * token @ as_np(text_dense[t])  # not normalised
+            np.testing.assert_allclose(as_np(raw[b, t]), expected, atol=1e-6)
+            lo, hi = expected.min(), expected.max()
+            np.testing.assert_allclose(as_np(itsm[b, t]), (expected - lo) / (hi - lo), atol=1e-5)
+
+
+def _letters(prompts: list[str]) -> torch.Tensor:
+    """A stand-in tokenizer: one row per prompt, its characters' codes (padded with 0)."""
+    out = torch.zeros(len(prompts), 24, dtype=torch.long)
+    for i, text in enumerate(prompts):
+        out[i, : len(text)] = torch.tensor([ord(c) for c in text[:24]])
+    return out
+
+
+def test_prompt_bank_order_mean_of_templates_and_max_over_names():
+    names = [["cat", "kitty"], ["dog"], ["car", "auto", "automobile"]]
+    templates = ["a {}.", "a photo of a {}.", "{} here"]
+    bank = PromptBank(names, templates, _letters)
+    expected_prompts = [t.format(n) for group in names for n in group for t in templates]
+    assert bank.prompts == expected_prompts
+    assert bank.owner.tolist() == [0, 0, 1, 2, 2, 2]
+    assert torch.equal(bank.input_ids, _letters(expected_prompts))
+    g = torch.Generator().manual_seed(0)
+    emb = torch.randn(len(expected_prompts), 5, generator=g)  # (Q·T, D), name-major
+    per_name = bank.reduce_names(emb)
+    for q in range(6):
+        mean = np.mean([as_np(emb[q * 3 + t]) for t in range(3)], axis=0)
+        np.testing.assert_allclose(as_np(per_name[q]), unit(mean), atol=1e-6)
+    values = torch.randn(2, 6, 3, 2, generator=g)  # (B, Q, h, w)
+    reduced = bank.max_over_names(values)
+    assert reduced.shape == (2, 3, 3, 2)
+    for b in range(2):
+        for c, rows in enumerate([[0, 1], [2], [3, 4, 5]]):
+            expected = np.max([as_np(values[b, q]) for q in rows], axis=0)
+            np.testing.assert_allclose(as_np(reduced[b, c]), expected)
