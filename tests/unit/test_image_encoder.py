@@ -202,22 +202,21 @@ def _close(got, expected) -> bool:
     ("name", "expected"),
     [
         ("vit_base_patch8_224.dino", IMAGENET),
-        ("no_such_model", IMAGENET),
         (NAME, HALF),  # timm's default tag for it is augreg
         ("vit_small_patch16_224.augreg_in21k", HALF),
         ("vit_base_patch16_clip_224.openai", OPENAI_CLIP),
     ],
 )
-def test_mean_std_of_a_model_name(name, expected):
-    assert _close(mean_std(name), expected)
+def test_pretrained_input_statistics_are_the_published_ones(name, expected):
+    enc = FrozenViT(name, img_size=32, model_kwargs=TINY, input_stats="pretrained")
+    assert _close(enc.input_mean_std, expected)
 
 
 def test_mean_std_and_argument_errors():
     assert (IMAGENET_MEAN, IMAGENET_STD) == IMAGENET
+    assert _close(mean_std("no_such_model"), IMAGENET)
     enc = FrozenViT(NAME, img_size=32, model_kwargs=TINY)
-    assert _close(enc.mean_std, HALF)
-    dino = FrozenViT("vit_base_patch8_224.dino", img_size=32, model_kwargs=TINY)
-    assert _close(dino.mean_std, IMAGENET)
+    assert _close(enc.input_mean_std, IMAGENET)  # random weights: the data path's statistics
     with pytest.raises(ValueError, match="checkpoint or hub_pretrained"):
         FrozenViT(NAME, checkpoint="x.pth", hub_pretrained=True)
     with pytest.raises(ValueError, match="images must be"):
