@@ -36,6 +36,7 @@ class LookupTextEncoder(nn.Module):
     """Text feature = a fixed random vector per first token id."""
 
     width = W
+    context_length = 16
 
     def __init__(self, vocab: int = 16, seed: int = 1) -> None:
         super().__init__()
@@ -61,6 +62,7 @@ class CharSumTextEncoder(nn.Module):
     """Text feature = a fixed random vector per token id, summed over the sequence."""
 
     width = W
+    context_length = 16
 
     def __init__(self) -> None:
         super().__init__()

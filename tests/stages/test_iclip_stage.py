@@ -124,7 +124,7 @@ def _cross_entropy(logits: np.ndarray) -> float:
 
 def test_contrastive_loss_is_the_symmetric_infonce_of_both_branches():
     model = stub_iclip()
-    module = ICLIPModule(model, context_length=4)
+    module = ICLIPModule(model)
     ids = torch.tensor([[3, 0], [7, 0]])
     loss, loss_cls, loss_dense = module.contrastive_loss(
         {"image": torch.zeros(B, 3, 8, 8), "input_ids": ids}
@@ -151,7 +151,7 @@ def test_class_text_is_the_normalised_mean_of_normalised_template_embeddings(tmp
     templates.write_text("a {}.\na photo of a {}.\n")
     model = stub_iclip()
     model.text_encoder = CharSumTextEncoder()
-    module = ICLIPModule(model, classes=str(classes), templates=str(templates), context_length=16)
+    module = ICLIPModule(model, classes=str(classes), templates=str(templates))
     text_cls, text_dense = module.class_text()
     w_tcls, w_tdense = as_np(model.cls_text_proj.weight), as_np(model.dense_text_proj.weight)
     for q, name in enumerate(["cat", "kitty", "dog"]):

@@ -58,7 +58,17 @@ class _KeepPredictions(pl.Callback):
         self.outputs.append({k: outputs[k] for k in ("pred", "pred_crf")} | {"id": batch["id"]})
 
 
-def test_oracle_fit_on_ground_truth_reports_miou_and_crf(tmp_path):
+@pytest.fixture
+def one_thread():
+    """40 steps of a small net on 64² batches: one thread is ~4x faster than two on a shared
+    2-core machine, where two threads wait on each other (5 s instead of 20-50 s)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_oracle_fit_on_ground_truth_reports_miou_and_crf(tmp_path, one_thread):
     """40 SGD steps on a world where colour gives the label: mIoU far above chance (~0.3 for
     a constant or class-swapped map), and the logged numbers equal a numpy count of the
     predictions against the mask files."""

@@ -229,7 +229,7 @@ def _close(got, expected) -> bool:
         ("vit_base_patch16_clip_224.openai", OPENAI_CLIP),
     ],
 )
-def test_mean_std_of_a_model_name(name, expected):
+def test_pretrained_input_statistics_are_the_published_ones(name, expected):
     enc = FrozenViT(name, img_size=32, model_kwargs=TINY, input_stats="pretrained")
     assert _close(enc.input_mean_std, expected)
 
@@ -239,6 +239,7 @@ def test_mean_std_and_argument_errors():
     dino = FrozenViT("vit_base_patch8_224.dino", 32, model_kwargs=TINY, input_stats="pretrained")
     assert _close(dino.input_mean_std, IMAGENET)
     enc = FrozenViT(NAME, img_size=32, model_kwargs=TINY)
+    assert _close(enc.input_mean_std, IMAGENET)  # random weights: the data path's statistics
     with pytest.raises(ValueError, match="checkpoint or hub_pretrained"):
         FrozenViT(NAME, checkpoint="x.pth", hub_pretrained=True)
     with pytest.raises(ValueError, match="images must be"):
