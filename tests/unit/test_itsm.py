@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from freeseg.ops import minmax_normalize, similarity_map
+from freeseg.ops.itsm import minmax_normalize, similarity_map
 
 
 def _numpy_itsm(patch: np.ndarray, text: np.ndarray, grid: tuple[int, int]) -> np.ndarray:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from freeseg.ops import (
+from freeseg.ops.labels import (
     calibrate_scores,
     calibrate_with,
     direct_argmax_segmentation,

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from freeseg.ops import LogitScale, info_nce, partial_pixel_loss
+from freeseg.ops.losses import LogitScale, info_nce, partial_pixel_loss
 
 
 def _log_softmax(row: np.ndarray) -> np.ndarray:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from freeseg.ops import (
+from freeseg.ops.pooling import (
     mask_tokens,
     masked_max_pool,
     pool_tokens,
