@@ -84,16 +84,17 @@ def _run(optimizer, scheduler, steps: int) -> list[float]:
     return out
 
 
+def _tiny_refine(**kwargs) -> RefineModule:
+    """A small stage-2 network (ResNet-18 to layer 2) on VOC's classes."""
+    return RefineModule(
+        classes="voc", encoder_name="resnet18", encoder_depth=3, output_stride=None, **kwargs
+    )
+
+
 @pytest.mark.parametrize("estimate", [float("inf"), 20.0])
 def test_refine_poly_spans_the_run(estimate):
     torch.manual_seed(0)
-    module = RefineModule(
-        classes="voc",
-        psp_out_channels=16,
-        encoder_name="resnet18",
-        encoder_depth=3,
-        output_stride=None,
-    )
+    module = _tiny_refine(psp_out_channels=16)
     total = 20  # max_steps without a length, the estimate with one
     optimizer, scheduler = _configured(module, estimate, max_steps=20)
     expected = [0.01 * (1 - t / total) ** 0.9 for t in range(total)]
@@ -143,14 +144,7 @@ def _warmup_cosine(lr: float, total: int, warm: int) -> list[float]:
 
 def test_refine_poly_is_stepped_every_optimisation_step_by_the_trainer():
     torch.manual_seed(0)
-    module = RefineModule(
-        classes="voc",
-        psp_out_channels=8,
-        encoder_name="resnet18",
-        encoder_depth=3,
-        output_stride=None,
-        lr=0.05,
-    )
+    module = _tiny_refine(psp_out_channels=8, lr=0.05)
     g = torch.Generator().manual_seed(0)
     items = [
         {
