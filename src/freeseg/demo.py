@@ -139,7 +139,7 @@ class Demo:
 
     def stage1(self) -> None:
         self.stage1_eval()
-        self.pseudo_masks("pseudo_pp", partial_pixel=True)
+        self.pseudo_masks("pseudo_pp", partial_pixel=PSEUDO_MASKS["pseudo_pp"])
 
     def pseudo_masks(self, name: str, partial_pixel: bool) -> None:
         """Stage 1 on the train split: pseudo-masks into ``runs/<name>/masks``."""
@@ -174,27 +174,29 @@ class Demo:
     def stage2(self, variants: tuple[str, ...] = ("refine_pp",)) -> None:
         """Stage 2 on pseudo-masks (the ``variants``, keys of ``STAGE2``) and the oracle."""
         for name in variants:
-            pseudo, partial, balance = STAGE2[name]
-            if pseudo != "pseudo_pp":
-                self.pseudo_masks(pseudo, partial_pixel=partial == "true")
+            pseudo, balance = STAGE2[name]
+            partial = PSEUDO_MASKS[pseudo]
+            self.pseudo_masks(pseudo, partial_pixel=partial)  # reused when stage 1 made it
             self._refine(
                 name,
                 "synthetic/refine.yaml",
                 [
                     f"--data.init_args.pseudo_dir={self.runs / pseudo / 'masks'}",
-                    f"--model.init_args.partial_pixel={partial}",
-                    f"--model.init_args.class_balance={balance}",
+                    f"--model.init_args.partial_pixel={str(partial).lower()}",
+                    f"--model.init_args.class_balance={str(balance).lower()}",
                 ],
             )
         self._refine("oracle", "synthetic/oracle.yaml", [])
 
 
-# Stage-2 runs: name → (pseudo-mask run, partial pixel, class-balanced loss). The demo runs
-# ``refine_pp``; ``make ablation`` adds the other two (the paper's partial-pixel ablation).
+# Pseudo-mask runs: name → partial pixel strategy (Eq. 9); stage 2 trains with the same setting.
+PSEUDO_MASKS = {"pseudo_pp": True, "pseudo_all": False}
+# Stage-2 runs: name → (pseudo-mask run, class-balanced loss). The demo runs ``refine_pp``;
+# ``make ablation`` adds the other two (the paper's partial-pixel ablation).
 STAGE2 = {
-    "refine_pp": ("pseudo_pp", "true", "true"),
-    "refine_all": ("pseudo_all", "false", "true"),
-    "refine_pp_paper": ("pseudo_pp", "true", "false"),  # Eq. 10 exactly as written
+    "refine_pp": ("pseudo_pp", True),
+    "refine_all": ("pseudo_all", True),
+    "refine_pp_paper": ("pseudo_pp", False),  # Eq. 10 exactly as written
 }
 
 
