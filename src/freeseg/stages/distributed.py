@@ -31,11 +31,6 @@ def reduce_bounds(
     return lo.float().cpu(), hi.float().cpu()
 
 
-def reduce_sum(trainer: pl.Trainer, value: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """Sum of ``value`` over ranks, returned on the CPU."""
-    return trainer.strategy.reduce(value.to(device), reduce_op="sum").cpu()
-
-
 def gather_objects(obj: Any) -> list[Any]:
     """Every rank's ``obj`` (picklable), in rank order; ``[obj]`` when not distributed."""
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
