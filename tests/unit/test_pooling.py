@@ -9,8 +9,6 @@ from freeseg.ops.pooling import (
     mask_tokens,
     masked_max_pool,
     pool_tokens,
-    smoothed_max_pool,
-    smoothed_min_pool,
     smoothed_pool,
 )
 
@@ -57,27 +55,27 @@ def test_smoothed_pool_matches_loop(grid: tuple[int, int], k: int, mode: str) ->
 def test_smoothed_pool_border_hand_worked() -> None:
     # 2x2 grid of ones, k=3: every window sees the 4 ones and 5 zeros -> 4/9 everywhere.
     tokens = torch.ones(1, 4, 1)
-    torch.testing.assert_close(smoothed_min_pool(tokens, (2, 2), 3), torch.full((1, 1), 4 / 9))
+    torch.testing.assert_close(smoothed_pool(tokens, (2, 2), 3, "min"), torch.full((1, 1), 4 / 9))
     # A single 9 in the top-left corner of a 3x3 grid, k=3: the windows around it average
     # 9/9 = 1, the window at the far corner sees only zeros -> min 0, max 1.
     corner = torch.zeros(1, 9, 1)
     corner[0, 0, 0] = 9.0
-    assert smoothed_min_pool(corner, (3, 3), 3).item() == pytest.approx(0.0)
-    assert smoothed_max_pool(corner, (3, 3), 3).item() == pytest.approx(1.0)
+    assert smoothed_pool(corner, (3, 3), 3, "min").item() == pytest.approx(0.0)
+    assert smoothed_pool(corner, (3, 3), 3, "max").item() == pytest.approx(1.0)
 
 
 def test_kernel_one_is_plain_min_max() -> None:
     torch.manual_seed(1)
     tokens = torch.randn(2, 6, 4)
-    torch.testing.assert_close(smoothed_min_pool(tokens, (2, 3), 1), tokens.min(dim=1).values)
-    torch.testing.assert_close(smoothed_max_pool(tokens, (2, 3), 1), tokens.max(dim=1).values)
+    torch.testing.assert_close(smoothed_pool(tokens, (2, 3), 1, "min"), tokens.min(dim=1).values)
+    torch.testing.assert_close(smoothed_pool(tokens, (2, 3), 1, "max"), tokens.max(dim=1).values)
 
 
 def test_min_gradient_reaches_exactly_the_argmin_window() -> None:
     torch.manual_seed(2)
     grid, k = (4, 4), 3
     tokens = torch.randn(1, 16, 1, dtype=torch.float64, requires_grad=True)
-    smoothed_min_pool(tokens, grid, k).sum().backward()
+    smoothed_pool(tokens, grid, k, "min").sum().backward()
     data = tokens.detach()
     # Locate the argmin window independently with the loop reference.
     values = {}

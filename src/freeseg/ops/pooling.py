@@ -26,8 +26,6 @@ __all__ = [
     "mask_tokens",
     "masked_max_pool",
     "pool_tokens",
-    "smoothed_max_pool",
-    "smoothed_min_pool",
     "smoothed_pool",
 ]
 
@@ -138,34 +136,6 @@ def smoothed_pool(
     smoothed = F.avg_pool2d(padded, kernel_size, stride=1)  # (B, C, H, W)
     flat = smoothed.flatten(2)  # (B, C, H*W)
     return flat.amin(dim=-1) if mode == "min" else flat.amax(dim=-1)
-
-
-def smoothed_min_pool(tokens: Tensor, grid: tuple[int, int], kernel_size: int = 19) -> Tensor:
-    """Smoothed Min Pooling (SMP, Eq. 5); see :func:`smoothed_pool`.
-
-    Args:
-        tokens: ``(B, N, C)`` float, N = H·W.
-        grid: ``(H, W)``.
-        kernel_size: odd k >= 1 (paper: 19).
-
-    Returns:
-        ``(B, C)`` float.
-    """
-    return smoothed_pool(tokens, grid, kernel_size, mode="min")
-
-
-def smoothed_max_pool(tokens: Tensor, grid: tuple[int, int], kernel_size: int = 19) -> Tensor:
-    """Smoothed max pooling (Eq. 4 then max over H×W); see :func:`smoothed_pool`.
-
-    Args:
-        tokens: ``(B, N, C)`` float, N = H·W.
-        grid: ``(H, W)``.
-        kernel_size: odd k >= 1.
-
-    Returns:
-        ``(B, C)`` float.
-    """
-    return smoothed_pool(tokens, grid, kernel_size, mode="max")
 
 
 def pool_tokens(
