@@ -15,11 +15,11 @@ from freeseg.data.pseudomasks import (
     save_record,
     write_json,
 )
+from freeseg.ops.itsm import resize_itsm
 from freeseg.ops.pseudo_labels import (
     PartialLabelConfig,
     first_stage,
     pseudo_label_map,
-    resize_itsm,
     score_bounds,
     zero_shot_labels,
 )
@@ -91,14 +91,6 @@ def test_argmax_strategy_keeps_every_class_and_partial_pixel_off_keeps_every_pix
     out = first_stage(raw, torch.zeros(4), lo, hi, (9, 9), cfg)
     assert bool(out.labels.all()) and bool(out.credible.all())
     assert out.seg.shape == (9, 9) and 255 not in pseudo_label_map(out.seg, out.credible)
-
-
-def test_resize_itsm_constant_map_is_zero_and_others_span_0_to_1() -> None:
-    raw = torch.stack([torch.full((4, 4), 3.0), torch.arange(16.0).reshape(4, 4)])
-    itsm = resize_itsm(raw.half(), (10, 12))
-    assert itsm.dtype == torch.float32 and itsm.shape == (2, 10, 12)
-    assert float(itsm[0].abs().max()) == 0.0
-    assert float(itsm[1].min()) == 0.0 and float(itsm[1].max()) == pytest.approx(1.0)
 
 
 def test_zero_shot_labels_hand_worked() -> None:

@@ -122,19 +122,14 @@ class ICLIP(nn.Module):
             image = F.normalize(self.cls_proj(full_precision(enc.cls_token)), dim=-1)
             return image @ full_precision(text_cls).t()
 
-    def itsm(
-        self,
-        enc: EncoderOutput,
-        text_dense: torch.Tensor,
-        size: tuple[int, int] | None = None,
-        normalize: bool = True,
-    ) -> torch.Tensor:
-        """Dense Image-Text Similarity Map (Eq. 1), ``(B, T, H', W')`` float32 in [0, 1].
+    def itsm(self, enc: EncoderOutput, text_dense: torch.Tensor) -> torch.Tensor:
+        """Raw Image-Text Similarity Map on the token grid, ``(B, T, h, w)`` float32.
 
-        The projection, as the map and its min-max normalisation, runs in float32 also under
-        autocast (see :func:`~freeseg.ops.itsm.similarity_map`).
+        Eq. 1 before Resize and Norm, which :func:`~freeseg.ops.itsm.resize_itsm` applies. The
+        projection, as the products, runs in float32 also under autocast (see
+        :func:`~freeseg.ops.itsm.similarity_map`).
         """
         with autocast_off(enc.patch_tokens):
             full = enc._replace(patch_tokens=full_precision(enc.patch_tokens))
             tokens = self.dense_tokens(full, masked=self.mask_at_inference)
-        return similarity_map(tokens, text_dense, enc.grid, size=size, normalize=normalize)
+        return similarity_map(tokens, text_dense, enc.grid)

@@ -14,10 +14,11 @@ from typing import Literal
 import numpy as np
 from sklearn.cluster import KMeans, SpectralClustering
 
+from freeseg.ops import CONSTANT_SPAN
+
 __all__ = ["ClusterMethod", "cluster_segmentation", "cluster_tokens"]
 
 ClusterMethod = Literal["kmeans", "spectral"]
-_CONSTANT_SPAN = 1e-6
 _NEIGHBORS = 10
 
 
@@ -79,7 +80,8 @@ def cluster_segmentation(
     3. Background rule (cluster-level analogue of Eq. 7's constant map B = t): the scores are
        min-max normalised over the image's clusters, ŝ_j = (s_j − min s) / (max s − min s), and
        cluster j is background iff ŝ_j < ``background``. With one cluster, or all s_j equal
-       (span < 1e-6), every ŝ_j = 1; ``background=None`` keeps every cluster foreground.
+       (span <= ``CONSTANT_SPAN`` = 1e-6), every ŝ_j = 1; ``background=None`` keeps every
+       cluster foreground.
 
     Args:
         tokens: ``(N, D)`` float dense tokens of one image, N = h·w, row-major.
@@ -114,7 +116,7 @@ def cluster_segmentation(
     label = best + 1
     if background is not None:
         span = score.max() - score.min()
-        norm = (score - score.min()) / span if span > _CONSTANT_SPAN else np.ones_like(score)
+        norm = (score - score.min()) / span if span > CONSTANT_SPAN else np.ones_like(score)
         label = np.where(norm < background, 0, label)
     lookup = np.zeros(int(assign.max()) + 1, dtype=np.int64)
     lookup[ids] = label

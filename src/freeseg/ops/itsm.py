@@ -1,4 +1,10 @@
-"""Image-Text Similarity Map (ITSM, paper §2 Eq. 1)."""
+"""Image-Text Similarity Map (ITSM, paper §2 Eq. 1).
+
+Eq. 1 is computed in two steps: :func:`similarity_map` gives the raw products on the token
+grid, :func:`resize_itsm` resizes and min-max normalises them. Between the two a class's raw
+map becomes the max over its names' raw maps (docs/interpretation.md, "Synonyms"), and a
+stage-1 record keeps the raw map, small, on the token grid.
+"""
 
 from __future__ import annotations
 
@@ -6,14 +12,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from freeseg.ops import CONSTANT_SPAN
 from freeseg.ops.precision import autocast_off, full_precision
 
-__all__ = ["minmax_normalize", "similarity_map"]
-
-_EPS = 1e-6
+__all__ = ["minmax_normalize", "resize_itsm", "similarity_map"]
 
 
-def minmax_normalize(maps: Tensor, eps: float = _EPS) -> Tensor:
+def minmax_normalize(maps: Tensor, eps: float = CONSTANT_SPAN) -> Tensor:
     """Min-max normalise each map over its last two (spatial) dimensions to [0, 1].
 
     Norm(m) = (m − min m) / max(max m − min m, eps). A constant map becomes all zeros.
@@ -39,9 +44,7 @@ def minmax_normalize(maps: Tensor, eps: float = _EPS) -> Tensor:
     return (maps - lo) / (hi - lo).clamp_min(eps)
 
 
-def _check_inputs(
-    patch_emb: Tensor, text_emb: Tensor, grid: tuple[int, int], size: tuple[int, int] | None
-) -> None:
+def _check_inputs(patch_emb: Tensor, text_emb: Tensor, grid: tuple[int, int]) -> None:
     if patch_emb.ndim != 3:
         raise ValueError(f"patch_emb must have shape (B, N, D), got {tuple(patch_emb.shape)}")
     if text_emb.ndim != 2 or text_emb.shape[1] != patch_emb.shape[2]:
@@ -54,56 +57,66 @@ def _check_inputs(
     height, width = int(grid[0]), int(grid[1])
     if n != height * width:
         raise ValueError(f"patch_emb holds N = {n} tokens but grid {grid} needs {height * width}")
-    if size is not None and (len(size) != 2 or min(size) < 1):
-        raise ValueError(f"size must be None or (H', W') with both >= 1, got {size}")
 
 
-def similarity_map(
-    patch_emb: Tensor,
-    text_emb: Tensor,
-    grid: tuple[int, int],
-    size: tuple[int, int] | None = None,
-    normalize: bool = True,
-) -> Tensor:
-    """Image-Text Similarity Map of every patch token with every text.
+def similarity_map(patch_emb: Tensor, text_emb: Tensor, grid: tuple[int, int]) -> Tensor:
+    """Raw similarity of every patch token with every text, on the token grid.
 
-    Eq. 1: M = Norm(Resize(Reshape(X_{1:} × Yᵀ))).
+    The inner part of Eq. 1, Reshape(X_{1:} × Yᵀ); :func:`resize_itsm` applies Resize and Norm.
 
     The inner products are taken as given: the caller decides whether X_{1:} and Y are
     L2-normalised (min-max normalisation makes the text norm irrelevant, not the patch norm).
-    Resize is bilinear with ``align_corners=False``; Norm is a min-max over the spatial
-    positions of each (image, text) map, and a map constant on the token grid (range <= 1e-6)
-    becomes all zeros. The products, the resize and Norm run in float32 at least, also under
-    autocast: a bfloat16 product keeps ~3 significant digits, too few for a map whose range is
-    small next to its values.
+    The products run in float32 at least, also under autocast: a bfloat16 product keeps ~3
+    significant digits, too few for a map whose range is small next to its values.
 
     Args:
         patch_emb: ``(B, N, D)`` float, projected patch tokens X_{1:} (class token excluded),
             N = H·W in row-major order.
         text_emb: ``(T, D)`` float, text embeddings Y.
         grid: ``(H, W)`` token grid.
-        size: ``(H', W')`` output size; ``None`` keeps the grid size.
-        normalize: min-max normalise to [0, 1]; ``False`` returns the raw (resized) products.
 
     Returns:
-        ``(B, T, H', W')`` float32 (float64 for float64 inputs); in [0, 1] when ``normalize``.
+        ``(B, T, H, W)`` float32 (float64 for float64 inputs), not normalised.
 
     Raises:
         ValueError: for mismatched shapes or a grid that does not match N.
     """
-    _check_inputs(patch_emb, text_emb, grid, size)
+    _check_inputs(patch_emb, text_emb, grid)
     b = patch_emb.shape[0]
     height, width = int(grid[0]), int(grid[1])
     with autocast_off(patch_emb):
         sims = torch.einsum("bnd,td->btn", full_precision(patch_emb), full_precision(text_emb))
-        maps = sims.reshape(b, text_emb.shape[0], height, width)  # (B, T, H, W)
-        grid_maps = maps
-        if size is not None and tuple(size) != (height, width):
-            maps = F.interpolate(maps, size=tuple(size), mode="bilinear", align_corners=False)
-    if not normalize:
-        return maps
-    # Bilinear resizing of a constant map adds rounding noise that min-max would blow up to a
-    # visible pattern, so constancy is decided on the grid, before resizing.
-    span = grid_maps.amax(dim=(-2, -1)) - grid_maps.amin(dim=(-2, -1))  # (B, T)
-    constant = (span <= _EPS)[..., None, None]
-    return minmax_normalize(maps, eps=_EPS).masked_fill(constant, 0.0)
+    return sims.reshape(b, text_emb.shape[0], height, width)
+
+
+def resize_itsm(raw: Tensor, size: tuple[int, int]) -> Tensor:
+    """Image-Text Similarity Map of one image at its size, from the raw maps on the token grid.
+
+    Eq. 1: M = Norm(Resize(Reshape(X_{1:} × Yᵀ))), ``raw`` being Reshape(X_{1:} × Yᵀ)
+    (:func:`similarity_map`, or its max over a class's names).
+
+    Resize is bilinear with ``align_corners=False``; Norm is a min-max over the spatial
+    positions of each class map (:func:`minmax_normalize`). A map constant on the token grid
+    (range <= ``CONSTANT_SPAN`` = 1e-6) becomes all zeros: bilinear resizing of a constant map
+    adds rounding noise that min-max would blow up to a visible pattern, so constancy is
+    decided on the grid, before resizing. Computed in float32.
+
+    Args:
+        raw: ``(C, h, w)`` raw similarities (any float dtype).
+        size: ``(H, W)`` output size, both >= 1.
+
+    Returns:
+        ``(C, H, W)`` float32 in [0, 1].
+
+    Raises:
+        ValueError: for a ``raw`` that is not 3-D or a bad ``size``.
+    """
+    if raw.ndim != 3:
+        raise ValueError(f"raw must have shape (C, h, w), got {tuple(raw.shape)}")
+    if len(size) != 2 or min(size) < 1:
+        raise ValueError(f"size must be (H, W) with both >= 1, got {size}")
+    grid = raw.float()
+    up = F.interpolate(grid[None], size=tuple(size), mode="bilinear", align_corners=False)[0]
+    span = grid.amax(dim=(-2, -1)) - grid.amin(dim=(-2, -1))  # (C,)
+    constant = (span <= CONSTANT_SPAN)[:, None, None]
+    return minmax_normalize(up).masked_fill(constant, 0.0)

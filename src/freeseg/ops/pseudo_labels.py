@@ -13,10 +13,9 @@ from typing import Literal
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
-from freeseg.ops.itsm import minmax_normalize
+from freeseg.ops.itsm import resize_itsm
 from freeseg.ops.labels import (
     calibrate_with,
     partial_label_segmentation,
@@ -30,13 +29,11 @@ __all__ = [
     "first_stage",
     "first_stage_from_itsm",
     "pseudo_label_map",
-    "resize_itsm",
     "score_bounds",
     "zero_shot_labels",
 ]
 
 IGNORE_INDEX = 255
-_CONSTANT_SPAN = 1e-6
 
 
 @dataclass(frozen=True)
@@ -93,28 +90,6 @@ class FirstStage:
     credible: Tensor
     labels: Tensor
     itsm: Tensor
-
-
-def resize_itsm(raw: Tensor, size: tuple[int, int]) -> Tensor:
-    """Eq. 1 from the token grid on: bilinear resize, then min-max per class map.
-
-    A map constant on the grid (range <= 1e-6) becomes all zeros, as in
-    :func:`~freeseg.ops.itsm.similarity_map`.
-
-    Args:
-        raw: ``(C, h, w)`` raw similarities X_{1:} × Yᵀ (any float dtype).
-        size: ``(H, W)`` output size.
-
-    Returns:
-        ``(C, H, W)`` float32 in [0, 1].
-    """
-    if raw.ndim != 3:
-        raise ValueError(f"raw must have shape (C, h, w), got {tuple(raw.shape)}")
-    grid = raw.float()
-    up = F.interpolate(grid[None], size=tuple(size), mode="bilinear", align_corners=False)[0]
-    span = grid.amax(dim=(-2, -1)) - grid.amin(dim=(-2, -1))  # (C,)
-    constant = (span <= _CONSTANT_SPAN)[:, None, None]
-    return minmax_normalize(up).masked_fill(constant, 0.0)
 
 
 def score_bounds(scores: Tensor) -> tuple[Tensor, Tensor]:

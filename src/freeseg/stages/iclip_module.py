@@ -24,10 +24,11 @@ from freeseg.models.iclip import ICLIP
 from freeseg.models.image_encoder import EncoderOutput
 from freeseg.models.prompts import PromptBank
 from freeseg.ops.clustering import ClusterMethod
+from freeseg.ops.itsm import resize_itsm
 from freeseg.ops.labels import image_labels
 from freeseg.ops.losses import info_nce
 from freeseg.ops.precision import autocast_off
-from freeseg.ops.pseudo_labels import PartialLabelConfig, resize_itsm, score_bounds
+from freeseg.ops.pseudo_labels import PartialLabelConfig, score_bounds
 from freeseg.ops.sliding import sliding_window_maps
 from freeseg.stages.distributed import gather_rows, reduce_bounds
 from freeseg.stages.reports import report_stage1
@@ -193,7 +194,7 @@ class ICLIPModule(pl.LightningModule):
     def _maps(self, enc: EncoderOutput) -> tuple[torch.Tensor, torch.Tensor]:
         text_cls, text_dense = self.class_text()
         scores = self.bank.max_over_names(self.model.zero_shot_scores(enc, text_cls))
-        raw = self.bank.max_over_names(self.model.itsm(enc, text_dense, normalize=False))
+        raw = self.bank.max_over_names(self.model.itsm(enc, text_dense))
         return scores, raw
 
     @staticmethod
