@@ -35,11 +35,12 @@ import torch
 from PIL import Image
 
 from freeseg.data.classes import ClassList, load_classes
+from freeseg.data.pseudomasks import pseudo_label_map
 from freeseg.models.iclip import ICLIP
 from freeseg.models.image_encoder import FrozenViT
 from freeseg.models.text_encoder import TextEncoder
 from freeseg.ops.clustering import cluster_segmentation
-from freeseg.ops.pseudo_labels import first_stage, pseudo_label_map
+from freeseg.ops.first_stage import first_stage
 from freeseg.stages.iclip_module import ICLIPModule
 
 VOC_CLASSES = 20  # + background: the paper's 21 classes

@@ -25,8 +25,8 @@ from freeseg.data.atomic import atomic_path
 from freeseg.data.classes import BUILTIN_CLASSES, ClassList, load_classes
 from freeseg.data.palette import colorize, save_label_png, voc_palette
 from freeseg.data.transforms import SegEvalTransform
-from freeseg.ops.labels import partial_label_segmentation
-from freeseg.ops.pseudo_labels import zero_shot_labels
+from freeseg.ops.first_stage import zero_shot_labels
+from freeseg.ops.partial_labels import partial_label_segmentation
 
 ALPHA = 0.5  # weight of the class colour in the overlay
 MIN_SIDE = 256  # the overlay's image part is enlarged (integer factor) to at least this

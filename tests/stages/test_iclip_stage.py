@@ -16,7 +16,7 @@ from tests.stages.tiny import TINY_VIT
 from tests.stages.tiny import tiny_iclip_module as _tiny_module
 
 from freeseg.cli import main
-from freeseg.stages.iclip_module import ICLIPModule, image_labels
+from freeseg.stages.iclip_module import ICLIPModule
 
 
 def _dino_checkpoint(path):
@@ -106,12 +106,6 @@ def test_eval_step_outputs_match_masks(tiny_world):
     expected[0, 2] = True
     expected[1, 19] = True
     assert torch.equal(out["labels"], expected)
-
-
-@pytest.mark.parametrize("masks", [[torch.tensor([[0, 255], [4, 4]])]])
-def test_image_labels_ignore_background_and_void(masks):
-    labels = image_labels(masks, num_classes=5)
-    assert labels.tolist() == [[False, False, False, True, False]]
 
 
 def _cross_entropy(logits: np.ndarray) -> float:

@@ -18,8 +18,8 @@ from freeseg.models.iclip import ICLIP
 from freeseg.models.image_encoder import EncoderOutput, FrozenViT
 from freeseg.models.text_encoder import TextEncoder
 from freeseg.ops.itsm import minmax_normalize, resize_itsm, similarity_map
-from freeseg.ops.labels import calibrate_with, partial_pixel_weights, select_labels
 from freeseg.ops.losses import info_nce
+from freeseg.ops.partial_labels import calibrate_with, partial_pixel_weights, select_labels
 
 
 def _bf16(device: str) -> torch.autocast:

@@ -15,6 +15,7 @@ from freeseg.data.segsets import (
     ImageFolderSet,
     VOCSegmentation,
     collate_segmentation,
+    image_labels,
 )
 from freeseg.data.transforms import (
     IMAGENET_MEAN,
@@ -369,3 +370,13 @@ def test_eval_transform_keeps_the_ratio_and_collate_pads(voc):
         collate_segmentation(items)  # without pad, still refused
     with pytest.raises(ValueError, match="not both"):
         SegEvalTransform(16, scale=(40, 27))
+
+
+def test_image_labels_ignore_background_and_void():
+    masks = [torch.tensor([[0, 255], [4, 4]]), torch.tensor([[1, 5, 5]])]
+    # id c + 1 -> class c; 0 (background) and 255 (void) are no class
+    labels = image_labels(masks, num_classes=5)
+    assert labels.tolist() == [
+        [False, False, False, True, False],
+        [True, False, False, False, True],
+    ]

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import lightning as L
+import numpy as np
 import torch
 from jsonargparse.typing import NonNegativeInt, PositiveInt
 from torch.utils.data import DataLoader
@@ -31,7 +32,7 @@ from freeseg.data.atomic import atomic_path, atomic_write_text
 from freeseg.data.classes import ClassList
 from freeseg.data.datamodules import SegmentationDataModule
 from freeseg.data.segsets import SegmentationFolder, collate_segmentation
-from freeseg.data.transforms import SegTrainTransform
+from freeseg.data.transforms import IGNORE_INDEX, SegTrainTransform
 
 MANIFEST = "manifest.json"
 RECORDS = ".records"
@@ -62,6 +63,28 @@ def image_fingerprint(path: str | Path) -> str:
 def image_fingerprints(images: SegmentationFolder) -> dict[str, str]:
     """``{id: image_fingerprint}`` of every image of a set."""
     return {item_id: image_fingerprint(path) for item_id, path, _ in images.entries}
+
+
+# ------------------------------------------------------------------------- pseudo-masks
+def pseudo_label_map(seg: torch.Tensor, credible: torch.Tensor) -> np.ndarray:
+    """The ``{id}.png`` content: class ids where credible, 255 (ignored) elsewhere.
+
+    Args:
+        seg: ``(H, W)`` int class ids in [0, 254] (Y_seg1).
+        credible: ``(H, W)`` bool (W of Eq. 9).
+
+    Returns:
+        ``(H, W)`` uint8.
+
+    Raises:
+        ValueError: for mismatched shapes or a class id >= 255.
+    """
+    if seg.shape != credible.shape:
+        raise ValueError(f"seg {tuple(seg.shape)} and credible {tuple(credible.shape)} differ")
+    if seg.numel() and int(seg.max()) >= IGNORE_INDEX:
+        raise ValueError(f"class ids must be < {IGNORE_INDEX}, got {int(seg.max())}")
+    out = torch.where(credible, seg, torch.full_like(seg, IGNORE_INDEX))
+    return out.to(torch.uint8).cpu().numpy()
 
 
 # ----------------------------------------------------------------------------- records
@@ -349,6 +372,7 @@ __all__ = [
     "image_fingerprint",
     "image_fingerprints",
     "load_record",
+    "pseudo_label_map",
     "read_manifest",
     "record_path",
     "save_record",

@@ -4,7 +4,8 @@ Every set is a list of (id, image path, mask path or None) read by one base clas
 ``{"image": (3, S, S) float32, "mask": (H, W) int64, "id": str, "size": (H, W)}``: the image as
 the transform makes it for the network (square, or ``(3, H', W')`` when the transform keeps the
 aspect ratio), the mask at the original size with 0 = background, 1..C = classes, 255 = ignore.
-Sets without masks (``has_masks`` False) leave out ``"mask"``.
+Sets without masks (``has_masks`` False) leave out ``"mask"``; :func:`image_labels` turns masks
+into the image-level labels the classification metrics read.
 """
 
 from __future__ import annotations
@@ -289,3 +290,21 @@ def collate_segmentation(
         masks = [item["mask"] for item in items]
         batch["mask"] = torch.stack(masks) if stack_masks else masks
     return batch
+
+
+def image_labels(masks: list[torch.Tensor], num_classes: int) -> torch.Tensor:
+    """Image-level labels from ground-truth masks: class c is present iff id c + 1 occurs.
+
+    Args:
+        masks: B masks ``(H_i, W_i)`` int, 0 = background, c + 1 = class c, 255 = void.
+        num_classes: C foreground classes; ids above C (void) are not labels.
+
+    Returns:
+        ``(B, C)`` bool, on the masks' device.
+    """
+    labels = torch.zeros(len(masks), num_classes, dtype=torch.bool, device=masks[0].device)
+    for i, mask in enumerate(masks):
+        ids = torch.unique(mask)
+        ids = ids[(ids >= 1) & (ids <= num_classes)] - 1
+        labels[i, ids] = True
+    return labels

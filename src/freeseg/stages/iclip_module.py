@@ -19,16 +19,17 @@ import torch
 from jsonargparse.typing import ClosedUnitInterval, NonNegativeFloat, PositiveFloat, PositiveInt
 
 from freeseg.data.classes import ClassList, load_classes, load_templates
+from freeseg.data.segsets import image_labels
 from freeseg.data.tokenizer import ClipTokenizer
 from freeseg.models.iclip import ICLIP
 from freeseg.models.image_encoder import EncoderOutput
 from freeseg.models.prompts import PromptBank
 from freeseg.ops.clustering import ClusterMethod
+from freeseg.ops.first_stage import PartialLabelConfig
 from freeseg.ops.itsm import resize_itsm
-from freeseg.ops.labels import image_labels
 from freeseg.ops.losses import info_nce
+from freeseg.ops.partial_labels import score_bounds
 from freeseg.ops.precision import autocast_off
-from freeseg.ops.pseudo_labels import PartialLabelConfig, score_bounds
 from freeseg.ops.sliding import sliding_window_maps
 from freeseg.stages.distributed import gather_rows, reduce_bounds
 from freeseg.stages.reports import report_stage1

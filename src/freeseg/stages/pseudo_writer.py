@@ -35,16 +35,13 @@ from freeseg.data.pseudomasks import (
     file_sha256,
     image_fingerprints,
     load_record,
+    pseudo_label_map,
     record_path,
     save_record,
     write_json,
 )
-from freeseg.ops.pseudo_labels import (
-    PartialLabelConfig,
-    first_stage,
-    pseudo_label_map,
-    score_bounds,
-)
+from freeseg.ops.first_stage import PartialLabelConfig, first_stage
+from freeseg.ops.partial_labels import score_bounds
 from freeseg.stages.distributed import first_claims, gather_objects, reduce_bounds
 
 

@@ -25,8 +25,8 @@ from torch import Tensor, nn
 from freeseg.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from freeseg.metrics import MeanIoU
 from freeseg.ops.clustering import ClusterMethod, cluster_segmentation
+from freeseg.ops.first_stage import PartialLabelConfig, first_stage_from_itsm
 from freeseg.ops.itsm import resize_itsm
-from freeseg.ops.pseudo_labels import PartialLabelConfig, first_stage_from_itsm
 
 STRATEGIES: tuple[Literal["pls", "argmax"], ...] = ("pls", "argmax")
 

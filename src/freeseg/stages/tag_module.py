@@ -22,9 +22,9 @@ from torch import nn
 
 from freeseg.data.atomic import atomic_path
 from freeseg.data.classes import load_classes
+from freeseg.data.segsets import image_labels
 from freeseg.data.tokenizer import ClipTokenizer
 from freeseg.models.image_encoder import create_vit, encode_with_attention
-from freeseg.ops.labels import image_labels
 from freeseg.stages.schedules import schedule_steps, warmup_cosine
 
 

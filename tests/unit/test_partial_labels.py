@@ -5,20 +5,32 @@ from __future__ import annotations
 import pytest
 import torch
 
-from freeseg.ops.labels import (
-    calibrate_scores,
+from freeseg.ops.partial_labels import (
     calibrate_with,
     direct_argmax_segmentation,
     partial_label_segmentation,
     partial_pixel_weights,
+    score_bounds,
     select_labels,
 )
 
 
-def test_calibrate_scores_hand_worked() -> None:
+def test_calibration_over_the_dataset_hand_worked() -> None:
     scores = torch.tensor([[1.0, 5.0, 2.0], [3.0, 5.0, -2.0], [2.0, 5.0, 0.0]])
     expected = torch.tensor([[0.0, 0.0, 1.0], [1.0, 0.0, 0.0], [0.5, 0.0, 0.5]])
-    torch.testing.assert_close(calibrate_scores(scores), expected)
+    lo, hi = score_bounds(scores)
+    torch.testing.assert_close(
+        (lo, hi), (torch.tensor([1.0, 5.0, -2.0]), torch.tensor([3.0, 5.0, 2.0]))
+    )
+    torch.testing.assert_close(calibrate_with(scores, lo, hi), expected)  # column 1: constant
+
+
+def test_score_bounds_of_an_empty_shard_leave_the_reduction_to_the_others() -> None:
+    lo, hi = score_bounds(torch.zeros(0, 2))
+    assert lo.tolist() == [float("inf")] * 2 and hi.tolist() == [float("-inf")] * 2
+    other_lo, other_hi = score_bounds(torch.tensor([[0.5, -1.0]]))
+    assert torch.minimum(lo, other_lo).tolist() == [0.5, -1.0]
+    assert torch.maximum(hi, other_hi).tolist() == [0.5, -1.0]
 
 
 def test_calibrate_with_streaming_bounds() -> None:
@@ -142,4 +154,4 @@ def test_bad_shapes() -> None:
     with pytest.raises(ValueError, match="itsm"):
         partial_pixel_weights(torch.rand(3, 2, 2), torch.ones(1, 3, dtype=torch.bool))
     with pytest.raises(ValueError, match="scores"):
-        calibrate_scores(torch.rand(0, 3))
+        score_bounds(torch.rand(3))

@@ -1,9 +1,11 @@
 """Stage 1 per image: raw ITSM + zero-shot scores → Y_seg1 and its credible pixels (§3.3).
 
-The pieces of Eq. 1 and Eq. 7–9 in :mod:`freeseg.ops.labels` are chained here for one image
-whose record (scores ``(C,)``, raw ITSM ``(C, h, w)`` on the token grid) was kept from a single
-encoder pass, once the per-class score bounds of the whole dataset are known (§3.3, last note:
-"we record all the predicted scores of a dataset, and apply min-max normalization").
+Eq. 1 (:mod:`freeseg.ops.itsm`) and Eq. 7–9 (:mod:`freeseg.ops.partial_labels`) are chained
+here for one image whose record (scores ``(C,)``, raw ITSM ``(C, h, w)`` on the token grid) was
+kept from a single encoder pass, once the per-class score bounds of the whole dataset are known
+(§3.3, last note: "we record all the predicted scores of a dataset, and apply min-max
+normalization"). Single images without a dataset take their label set from
+:func:`zero_shot_labels` instead.
 """
 
 from __future__ import annotations
@@ -11,13 +13,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-import numpy as np
 import torch
 from torch import Tensor
 
 from freeseg.ops.itsm import resize_itsm
-from freeseg.ops.labels import (
+from freeseg.ops.partial_labels import (
     calibrate_with,
+    direct_argmax_segmentation,
     partial_label_segmentation,
     partial_pixel_weights,
     select_labels,
@@ -28,12 +30,8 @@ __all__ = [
     "PartialLabelConfig",
     "first_stage",
     "first_stage_from_itsm",
-    "pseudo_label_map",
-    "score_bounds",
     "zero_shot_labels",
 ]
-
-IGNORE_INDEX = 255
 
 
 @dataclass(frozen=True)
@@ -92,25 +90,6 @@ class FirstStage:
     itsm: Tensor
 
 
-def score_bounds(scores: Tensor) -> tuple[Tensor, Tensor]:
-    """Per-class min and max of zero-shot scores over images.
-
-    Args:
-        scores: ``(N, C)`` float; N may be 0 (an empty shard under DDP).
-
-    Returns:
-        ``(lo, hi)``, each ``(C,)`` float32; +inf / -inf for N = 0 so that a min / max
-        reduction across ranks ignores the empty shard.
-    """
-    if scores.ndim != 2:
-        raise ValueError(f"scores must have shape (N, C), got {tuple(scores.shape)}")
-    scores = scores.float()
-    if scores.shape[0] == 0:
-        inf = torch.full((scores.shape[1],), float("inf"))
-        return inf, -inf
-    return scores.amin(dim=0), scores.amax(dim=0)
-
-
 def first_stage(
     raw: Tensor,
     scores: Tensor,
@@ -129,7 +108,8 @@ def first_stage(
     Args:
         raw: ``(C, h, w)`` raw ITSM on the token grid.
         scores: ``(C,)`` zero-shot scores s of the image.
-        lo, hi: ``(C,)`` per-class score bounds over the dataset (:func:`score_bounds`).
+        lo, hi: ``(C,)`` per-class score bounds over the dataset
+            (:func:`~freeseg.ops.partial_labels.score_bounds`).
         size: ``(H, W)`` output size (the image's original size).
         config: thresholds and switches.
 
@@ -181,9 +161,10 @@ def first_stage_from_itsm(
             scores.float().to(device)[None], lo.float().to(device), hi.float().to(device)
         )
         labels = select_labels(calibrated, config.strict, config.loose)  # (1, C)
+        seg = partial_label_segmentation(maps, labels, config.background)[0]
     else:
         labels = torch.ones(1, itsm.shape[0], dtype=torch.bool, device=device)
-    seg = partial_label_segmentation(maps, labels, config.background)[0]
+        seg = direct_argmax_segmentation(maps, config.background)[0]
     if config.partial_pixel:
         credible = partial_pixel_weights(maps, labels, config.background, config.delta)[0]
     else:
@@ -213,21 +194,3 @@ def zero_shot_labels(scores: Tensor, logit_scale: float, min_prob: float | None 
     chosen = probs > threshold
     top = torch.zeros_like(chosen).scatter_(1, probs.argmax(dim=1, keepdim=True), True)
     return chosen | (top & ~chosen.any(dim=1, keepdim=True))
-
-
-def pseudo_label_map(seg: Tensor, credible: Tensor) -> np.ndarray:
-    """Pseudo-mask to store: class ids where credible, 255 (ignored) elsewhere.
-
-    Args:
-        seg: ``(H, W)`` int class ids in [0, 254].
-        credible: ``(H, W)`` bool.
-
-    Returns:
-        ``(H, W)`` uint8.
-    """
-    if seg.shape != credible.shape:
-        raise ValueError(f"seg {tuple(seg.shape)} and credible {tuple(credible.shape)} differ")
-    if seg.numel() and int(seg.max()) >= IGNORE_INDEX:
-        raise ValueError(f"class ids must be < {IGNORE_INDEX}, got {int(seg.max())}")
-    out = torch.where(credible, seg, torch.full_like(seg, IGNORE_INDEX))
-    return out.to(torch.uint8).cpu().numpy()

@@ -1,4 +1,5 @@
-"""Partial Label Strategy and partial pixel strategy (paper §3.3, Eq. 7–9).
+"""Partial Label Strategy and partial pixel strategy (paper §3.3, Eq. 7–9), and the score
+calibration Eq. 8 reads.
 
 Class ids: the ITSM has one channel per foreground class c = 0..C-1; the segmentation maps
 written here use 0 for background and c + 1 for class c.
@@ -12,14 +13,35 @@ from torch import Tensor
 from freeseg.ops.precision import full_precision
 
 __all__ = [
-    "calibrate_scores",
     "calibrate_with",
     "direct_argmax_segmentation",
-    "image_labels",
     "partial_label_segmentation",
     "partial_pixel_weights",
+    "score_bounds",
     "select_labels",
 ]
+
+
+def score_bounds(scores: Tensor) -> tuple[Tensor, Tensor]:
+    """Per-class min and max of zero-shot scores over images: the bounds of the calibration.
+
+    Args:
+        scores: ``(N, C)`` float; N may be 0 (an empty shard under DDP).
+
+    Returns:
+        ``(lo, hi)``, each ``(C,)`` float32; +inf / -inf for N = 0 so that a min / max
+        reduction across ranks ignores the empty shard.
+
+    Raises:
+        ValueError: if ``scores`` is not 2-D.
+    """
+    if scores.ndim != 2:
+        raise ValueError(f"scores must have shape (N, C), got {tuple(scores.shape)}")
+    scores = scores.float()
+    if scores.shape[0] == 0:
+        inf = torch.full((scores.shape[1],), float("inf"))
+        return inf, -inf
+    return scores.amin(dim=0), scores.amax(dim=0)
 
 
 def calibrate_with(scores: Tensor, lo: Tensor, hi: Tensor, eps: float = 1e-12) -> Tensor:
@@ -28,8 +50,8 @@ def calibrate_with(scores: Tensor, lo: Tensor, hi: Tensor, eps: float = 1e-12) -
     ŝ_{n,c} = clip((s_{n,c} − lo_c) / (hi_c − lo_c), 0, 1); a class with hi_c − lo_c <= eps
     (a constant column) gets ŝ = 0. The bounds come from the whole dataset (§3.3: "we record
     all the predicted scores of a dataset, and apply min-max normalization to the class
-    dimension"), e.g. gathered across ranks; values outside [lo, hi] are clipped. Computed in
-    float32 at least (half-type inputs are upcast).
+    dimension": :func:`score_bounds`, reduced across ranks); values outside [lo, hi] are
+    clipped. Computed in float32 at least (half-type inputs are upcast).
 
     Args:
         scores: ``(N, C)`` float zero-shot scores s = X_{:1} × Yᵀ.
@@ -57,26 +79,6 @@ def calibrate_with(scores: Tensor, lo: Tensor, hi: Tensor, eps: float = 1e-12) -
     return torch.where(spread, out.clamp(0.0, 1.0), torch.zeros_like(out))
 
 
-def calibrate_scores(scores: Tensor) -> Tensor:
-    """Min-max calibrate zero-shot scores per class over all images given (§3.3).
-
-    ŝ_{n,c} = (s_{n,c} − min_n s_{n,c}) / (max_n s_{n,c} − min_n s_{n,c}); a constant column
-    becomes 0.
-
-    Args:
-        scores: ``(N, C)`` float, N >= 1 images (the whole dataset).
-
-    Returns:
-        ``(N, C)`` float in [0, 1].
-
-    Raises:
-        ValueError: if ``scores`` is not 2-D with N >= 1.
-    """
-    if scores.ndim != 2 or scores.shape[0] == 0:
-        raise ValueError(f"scores must have shape (N, C) with N >= 1, got {tuple(scores.shape)}")
-    return calibrate_with(scores, scores.amin(dim=0), scores.amax(dim=0))
-
-
 def select_labels(calibrated: Tensor, strict: float = 0.8, loose: float = 0.6) -> Tensor:
     """Select the partial credible label set P of each image.
 
@@ -86,7 +88,7 @@ def select_labels(calibrated: Tensor, strict: float = 0.8, loose: float = 0.6) -
     score the fallback picks the lowest class index (``torch.argmax`` returns the first maximum).
 
     Args:
-        calibrated: ``(B, C)`` float calibrated scores in [0, 1] (see :func:`calibrate_scores`).
+        calibrated: ``(B, C)`` float calibrated scores in [0, 1] (see :func:`calibrate_with`).
         strict: t_s (paper: 0.8).
         loose: t_l (paper: 0.6), <= ``strict``.
 
@@ -204,13 +206,3 @@ def partial_pixel_weights(
     else:
         peak = m_hat.amax(dim=1)  # (B, H, W)
     return (peak > background + delta) | (peak < background - delta)
-
-
-def image_labels(masks: list[torch.Tensor], num_classes: int) -> torch.Tensor:
-    """Image-level labels from ground-truth masks: ``(B, C)`` bool, c present iff id c+1 is."""
-    labels = torch.zeros(len(masks), num_classes, dtype=torch.bool, device=masks[0].device)
-    for i, mask in enumerate(masks):
-        ids = torch.unique(mask)
-        ids = ids[(ids >= 1) & (ids <= num_classes)] - 1
-        labels[i, ids] = True
-    return labels
