@@ -90,6 +90,17 @@ class FirstStage:
     itsm: Tensor
 
 
+def _label_set(
+    scores: Tensor, lo: Tensor, hi: Tensor, config: PartialLabelConfig, device: torch.device
+) -> Tensor:
+    """Label set P of one image (Eq. 8), ``(1, C)`` bool, from its scores ``(C,)`` calibrated
+    with the dataset's bounds ``lo``, ``hi``."""
+    calibrated = calibrate_with(
+        scores.float().to(device)[None], lo.float().to(device), hi.float().to(device)
+    )
+    return select_labels(calibrated, config.strict, config.loose)
+
+
 def first_stage(
     raw: Tensor,
     scores: Tensor,
@@ -125,10 +136,7 @@ def first_stage(
             f"{tuple(scores.shape)}"
         )
     device = raw.device
-    calibrated = calibrate_with(
-        scores.float().to(device)[None], lo.float().to(device), hi.float().to(device)
-    )
-    labels = select_labels(calibrated, config.strict, config.loose)[0]  # (C,)
+    labels = _label_set(scores, lo, hi, config, device)[0]  # (C,)
     chosen = labels.nonzero().flatten()  # (P,)
     if chosen.numel():
         maps = resize_itsm(raw[chosen], size)[None]  # (1, P, H, W)
@@ -157,10 +165,7 @@ def first_stage_from_itsm(
     device = itsm.device
     maps = itsm[None]  # (1, C, H, W)
     if config.strategy == "pls":
-        calibrated = calibrate_with(
-            scores.float().to(device)[None], lo.float().to(device), hi.float().to(device)
-        )
-        labels = select_labels(calibrated, config.strict, config.loose)  # (1, C)
+        labels = _label_set(scores, lo, hi, config, device)  # (1, C)
         seg = partial_label_segmentation(maps, labels, config.background)[0]
     else:
         labels = torch.ones(1, itsm.shape[0], dtype=torch.bool, device=device)
