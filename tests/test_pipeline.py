@@ -34,6 +34,10 @@ QUIET = ["--trainer.enable_progress_bar=false"]
 ROWS = {
     "direct argmax of the ITSM": ("stage1_eval", "val/mIoU_argmax"),
     "partial label strategy (PLS)": ("stage1_eval", "val/mIoU_pls"),
+    "PLS given the ground-truth image labels (diagnostic)": (
+        "stage1_eval",
+        "val/mIoU_pls_true_labels",
+    ),
     "CLIP + K-means (Table 6)": ("stage1_eval", "val/mIoU_kmeans"),
     "CLIP + spectral clustering (Table 6)": ("stage1_eval", "val/mIoU_spectral"),
     "PLS → PSPNet, partial pixel (Eq. 9–10)": ("refine_pp_test", "test/mIoU"),

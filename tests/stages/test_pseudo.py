@@ -131,12 +131,14 @@ def _reference_miou(module, datamodule) -> dict[str, float]:
     cal = np.clip((s - s.min(0)) / (s.max(0) - s.min(0)), 0, 1)
     k = cal.shape[1] + 1
     result = {}
-    for strategy in ("pls", "argmax"):
+    for strategy in ("pls", "argmax", "pls_true_labels"):
         conf = np.zeros((k, k), dtype=np.int64)
         for row, itsm, target in zip(cal, maps, targets, strict=True):
             keep = row > 0.8 if strategy == "pls" else np.ones_like(row, dtype=bool)
             if strategy == "pls" and not keep.any() and row.max() > 0.6:
                 keep[row.argmax()] = True
+            if strategy == "pls_true_labels":  # the classes present in the ground truth
+                keep = np.isin(np.arange(1, k), target)
             stacked = np.concatenate(
                 [np.full((1, *itsm.shape[1:]), 0.5), itsm * keep[:, None, None]]
             )
@@ -157,6 +159,9 @@ def test_validate_reports_miou_of_pls_and_argmax(tiny_world, tmp_path, caplog):
     expected = _reference_miou(module, dm)
     assert metrics["val/mIoU_pls"] == pytest.approx(expected["pls"], abs=1e-6)
     assert metrics["val/mIoU_argmax"] == pytest.approx(expected["argmax"], abs=1e-6)
+    truth = metrics["val/mIoU_pls_true_labels"]
+    assert truth == pytest.approx(expected["pls_true_labels"], abs=1e-6)
+    assert truth != pytest.approx(metrics["val/mIoU_pls"], abs=1e-3)  # the labels do differ
     grid = np.asarray(Image.open(tmp_path / "stage1_val_grid.png"))
     assert grid.shape[0] > 6 * 160 and grid.shape[1] == 4 * 164
     assert (tmp_path / "stage1_val_iou.md").read_text().startswith("| class")

@@ -3,7 +3,9 @@
 PLS needs the per-class score bounds of the whole evaluated set (§3.3), so the compact records
 of an epoch (scores ``(C,)``, raw ITSM ``(C, h, w)`` float16, ground truth ``(H, W)`` uint8) are
 kept in memory and turned into predictions at the epoch's end, after the bounds are reduced
-over ranks. The two :class:`~freeseg.metrics.MeanIoU` states are DDP-synchronised on compute.
+over ranks. The :class:`~freeseg.metrics.MeanIoU` states are DDP-synchronised on compute.
+``mIoU_pls_true_labels`` is PLS given each image's ground-truth labels instead of its
+zero-shot label set P: a diagnostic that separates the maps' errors from the labels'.
 
 Optionally the Table-6 baselines (CLIP + K-means / spectral clustering) are scored on the same
 encoder pass: the projected dense tokens ``(N, D)`` float16 of each image are kept too, grouped
@@ -22,13 +24,18 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from freeseg.data.segsets import image_labels
 from freeseg.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from freeseg.metrics import MeanIoU
 from freeseg.ops.clustering import ClusterMethod, cluster_segmentation
 from freeseg.ops.first_stage import PartialLabelConfig, first_stage_from_itsm
 from freeseg.ops.itsm import resize_itsm
+from freeseg.ops.partial_labels import partial_label_segmentation
 
 STRATEGIES: tuple[Literal["pls", "argmax"], ...] = ("pls", "argmax")
+# PLS (Eq. 7) given each image's ground-truth labels instead of its zero-shot P: what the maps
+# alone would give. Its gap to ``pls`` is the cost of the image-level label errors.
+TRUE_LABELS = "pls_true_labels"
 
 
 @dataclass
@@ -84,7 +91,7 @@ class Stage1Evaluation(nn.Module):
         self.metrics: dict[str, MeanIoU] = nn.ModuleDict(  # type: ignore[assignment]
             {
                 name: MeanIoU(num_classes + 1, ignore_index=255)
-                for name in (*STRATEGIES, *self.baselines)
+                for name in (*STRATEGIES, TRUE_LABELS, *self.baselines)
             }
         )
         self.num_classes = num_classes
@@ -154,6 +161,9 @@ class Stage1Evaluation(nn.Module):
                 self.metrics[name].update(out.seg[None], gt[None])
                 if index < len(self.images) and name == config.strategy:
                     result.rows.append(self._row(index, out.seg, out.itsm, out.labels, target))
+            truth = image_labels([gt], self.num_classes)  # (1, C)
+            seg = partial_label_segmentation(itsm[None], truth, config.background)[0]
+            self.metrics[TRUE_LABELS].update(seg[None], gt[None])
             for method in self.baselines:
                 seg = self._cluster_map(index, method, text, owner, config.background)
                 self.metrics[method].update(seg.to(device)[None], gt[None])
