@@ -8,7 +8,6 @@ import inspect
 from pathlib import Path
 
 import numpy as np
-import pytest
 import yaml
 
 from freeseg.ablation import pooling_ablation

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from freeseg.ops.pooling import (
+    SmoothMode,
     mask_tokens,
     masked_max_pool,
     pool_tokens,
@@ -188,18 +189,18 @@ def test_in_grid_divisor_matches_numpy_loop(grid: tuple[int, int], k: int, mode:
 
 
 def test_in_grid_divisor_hand_worked() -> None:
+    def pool(tokens: torch.Tensor, grid: tuple[int, int], k: int, mode: SmoothMode) -> float:
+        return smoothed_pool(tokens, grid, k, mode, count_include_pad=False).item()
+
     # A constant positive channel: every in-grid mean is the constant itself, so the min is 2
     # (with the k² divisor the corner windows give 2 · 4/9 at k = 3).
-    tokens = torch.full((1, 12, 1), 2.0)
-    assert smoothed_pool(tokens, (3, 4), 3, "min", count_include_pad=False).item() == pytest.approx(
-        2.0
-    )
+    assert pool(torch.full((1, 12, 1), 2.0), (3, 4), 3, "min") == pytest.approx(2.0)
     # 1×3 grid [3, 0, 6], k = 3: window means (3+0)/2, (3+0+6)/3, (0+6)/2 -> min 1.5, max 3.
     row = torch.tensor([[[3.0], [0.0], [6.0]]])
-    assert smoothed_pool(row, (1, 3), 3, "min", count_include_pad=False).item() == pytest.approx(1.5)
-    assert smoothed_pool(row, (1, 3), 3, "max", count_include_pad=False).item() == pytest.approx(3.0)
+    assert pool(row, (1, 3), 3, "min") == pytest.approx(1.5)
+    assert pool(row, (1, 3), 3, "max") == pytest.approx(3.0)
     # k = 7 > grid: every window holds the whole 1×3 row -> its mean 3 everywhere.
-    assert smoothed_pool(row, (1, 3), 7, "min", count_include_pad=False).item() == pytest.approx(3.0)
+    assert pool(row, (1, 3), 7, "min") == pytest.approx(3.0)
 
 
 def test_pool_tokens_passes_the_in_grid_divisor_on() -> None:
