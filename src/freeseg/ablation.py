@@ -1,8 +1,8 @@
 """``make ablation``: the paper's ablations on the generated world.
 
-- Table 2 (pooling of the φ̂ branch): stage 0 with each pooling, over three seeds, on the
-  demo's frozen encoder, each evaluated through the demo's own commands; the SMP seed-0 run
-  is the demo's own stage 0.
+- Table 2 (pooling of the φ̂ branch): stage 0 with each pooling (and SMP with its border
+  windows averaged over in-grid tokens), over three seeds, on the demo's frozen encoder, each
+  evaluated through the demo's own commands; the SMP seed-0 run is the demo's own stage 0.
 - Table 4 (partial pixel strategy): stage 2 on pseudo-masks with and without the partial
   pixel strategy, and with Eq. 10 exactly as written (no class balance); the partial-pixel
   run is the demo's own stage 2.
@@ -18,63 +18,82 @@ from freeseg.data.atomic import atomic_write_text
 from freeseg.demo import STAGE2, Demo, _world_overrides
 from freeseg.demo_report import last_metrics
 
-POOLINGS = (("mmp", 1), ("smoothed_max", 5), ("smoothed_min", 5))
+# Table 2's rows: name → (label, ICLIP settings, as command-line values). The name names the
+# row's run directories, ``ablation_<name>_seed<s>``; every row has the same seeds and budget.
+TABLE2 = {
+    "mmp": ("masked max (ICLIP)", {"pooling": "mmp", "kernel_size": "1"}),
+    "smoothed_max": ("smoothed max", {"pooling": "smoothed_max", "kernel_size": "5"}),
+    "smoothed_min": ("smoothed min (SMP)", {"pooling": "smoothed_min", "kernel_size": "5"}),
+    "smoothed_min_in_grid": (
+        "smoothed min (SMP), border windows averaged over in-grid tokens",
+        {"pooling": "smoothed_min", "kernel_size": "5", "count_include_pad": "false"},
+    ),
+}
 SEEDS = (0, 1, 2)
-DEMO_STAGE0 = ("smoothed_min", 5, 0)  # configs/synthetic/iclip.yaml as the demo runs it
+DEMO_STAGE0 = ("smoothed_min", 0)  # row and seed of configs/synthetic/iclip.yaml, run by the demo
+ICLIP_KEY = "--model.init_args.model.init_args."
+TABLE2_KEYS = ("mAP", "mMIoU", "mIoU_pls")
 
 
 def run_ablation(
     world: Path, runs: Path, results: Path, encoder: Path | None, refine_steps: int | None = None
 ) -> None:
-    """Table 2 on the generated world: stage 0 with each pooling on the demo's frozen encoder,
-    three seeds each (the table gives the mean and the spread, max − min, over the seeds);
-    then Table 4 (see :func:`stage2_ablation`), with ``refine_steps`` as the demo's."""
+    """Tables 2 and 4 on the generated world (see :func:`pooling_ablation` and
+    :func:`stage2_ablation`), with ``refine_steps`` as the demo's; writes ``ablation.md``."""
     demo = Demo(world, runs, refine_steps, encoder=encoder)
+    text = pooling_ablation(demo, runs) + "\n" + stage2_ablation(demo, runs)
+    atomic_write_text(results / "ablation.md", text)
+    print(text)
+
+
+def pooling_ablation(demo: Demo, runs: Path) -> str:
+    """Table 2 on the generated world: stage 0 for each row of ``TABLE2`` on the demo's frozen
+    encoder, seeds ``SEEDS`` each, each evaluated; returns the markdown table (the mean and the
+    spread, max − min, over the seeds). The SMP seed-0 run is the demo's own stage 0."""
     demo.stage0()  # reuses the demo's encoder (and stage 0) when they exist
     demo.stage1_eval()
-    keys = ("mAP", "mMIoU", "mIoU_pls")
     rows = ["| pooling | k | zero-shot mAP (%) | mMIoU (%) | mIoU stage 1, PLS (%) |"]
     rows.append("|---|---:|---:|---:|---:|")
-    for pooling, k in POOLINGS:
-        pool = [
-            f"--model.init_args.model.init_args.pooling={pooling}",
-            f"--model.init_args.model.init_args.kernel_size={k}",
-        ]
-        values: dict[str, list[float]] = {key: [] for key in keys}
+    for name, (label, settings) in TABLE2.items():
+        values: dict[str, list[float]] = {key: [] for key in TABLE2_KEYS}
         for seed in SEEDS:
-            if (pooling, k, seed) == DEMO_STAGE0:  # the demo's own stage 0 and its evaluation
-                m = last_metrics(runs / "stage1_eval")
-                for key in keys:
-                    values[key].append(100 * m.get(f"val/{key}", float("nan")))
-                continue
-            run_dir = runs / f"ablation_{pooling}_seed{seed}"
-            seeded = [*pool, f"--seed_everything={seed}"]
-            demo.stage(
-                f"stage 0 with {pooling} pooling, seed {seed}",
-                run_dir,
-                ["fit", *demo._iclip_args(), *seeded] + _world_overrides(world),
-            )
-            ckpt = run_dir / "logs/version_0/checkpoints/last.ckpt"
-            demo.stage(
-                f"stage 1 evaluation ({pooling}, seed {seed})",
-                runs / f"ablation_{pooling}_seed{seed}_eval",
-                ["validate", *demo._iclip_args(), *pool, f"--ckpt_path={ckpt}"]
-                + _world_overrides(world),
-            )
-            m = last_metrics(runs / f"ablation_{pooling}_seed{seed}_eval")
-            for key in keys:
+            if (name, seed) == DEMO_STAGE0:  # the demo's own stage 0 and its evaluation
+                evaluated = runs / "stage1_eval"
+            else:
+                evaluated = _stage0_run(demo, runs, name, settings, seed)
+            m = last_metrics(evaluated)
+            for key in TABLE2_KEYS:
                 values[key].append(100 * m.get(f"val/{key}", float("nan")))
-        cells = [_mean_spread(values[key]) for key in keys]
-        rows.append(f"| {pooling} | {k} | " + " | ".join(cells) + " |")
-    text = (
+        cells = [_mean_spread(values[key]) for key in TABLE2_KEYS]
+        rows.append(f"| {label} | {settings['kernel_size']} | " + " | ".join(cells) + " |")
+    return (
         "# Pooling ablation (Table 2), generated world\n\n"
         f"Mean ± spread (max − min) over seeds {', '.join(map(str, SEEDS))}.\n\n"
         + "\n".join(rows)
-        + "\n\n"
-        + stage2_ablation(demo, runs)
+        + "\n"
     )
-    atomic_write_text(results / "ablation.md", text)
-    print(text)
+
+
+def _stage0_run(demo: Demo, runs: Path, name: str, settings: dict[str, str], seed: int) -> Path:
+    """Stage 0 of one Table-2 row and seed, then its stage-1 evaluation; returns the latter's
+    run directory."""
+    overrides = [f"{ICLIP_KEY}{key}={value}" for key, value in settings.items()]
+    run_dir, world = runs / f"ablation_{name}_seed{seed}", demo.world
+    demo.stage(
+        f"stage 0 with {name} pooling, seed {seed}",
+        run_dir,
+        ["fit", *demo._iclip_args(), *overrides, f"--seed_everything={seed}"]
+        + _world_overrides(world),
+    )
+    ckpt = run_dir / "logs/version_0/checkpoints/last.ckpt"
+    eval_dir = runs / f"ablation_{name}_seed{seed}_eval"
+    demo.stage(
+        f"stage 1 evaluation ({name}, seed {seed})",
+        eval_dir,
+        ["validate", *demo._iclip_args(), *overrides, f"--ckpt_path={ckpt}"]
+        + _world_overrides(world),
+    )
+    return eval_dir
 
 
 def _mean_spread(values: list[float]) -> str:

@@ -297,7 +297,7 @@ def main() -> None:
         help="generate the world into --world first (an empty folder, or one made by synth)",
     )
     parser.add_argument(
-        "--ablation", action="store_true", help="Tables 2 and 4: the three poolings; partial pixel"
+        "--ablation", action="store_true", help="Tables 2 and 4: the poolings; partial pixel"
     )
     parser.add_argument(
         "--encoder",

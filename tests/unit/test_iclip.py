@@ -103,3 +103,28 @@ def test_prompt_bank_order_mean_of_templates_and_max_over_names():
         for c, rows in enumerate([[0, 1], [2], [3, 4, 5]]):
             expected = np.max([as_np(values[b, q]) for q in rows], axis=0)
             np.testing.assert_allclose(as_np(reduced[b, c]), expected)
+
+
+# k = 5 reaches past the 3 rows; from k = 7 on every window holds the whole 3×4 grid, the two
+# divisors then differ by one constant and the L2 normalisation cancels it.
+@pytest.mark.parametrize("k", [3, 5])
+def test_count_include_pad_false_averages_border_windows_over_in_grid_tokens(k):
+    model = stub_iclip("smoothed_min", k, count_include_pad=False)
+    emb = model(torch.zeros(B, 3, 8, 8), torch.tensor([[3, 0], [7, 0]]))
+    enc = model.image_encoder.out
+    w_dense = as_np(model.dense_proj.weight)  # (D, C)
+    h, w = GRID
+    for b in range(B):
+        tokens, attn = as_np(enc.patch_tokens[b]), as_np(enc.attn[b])
+        fmap = np.stack([attn[n] * (w_dense @ tokens[n]) for n in range(h * w)]).reshape(h, w, -1)
+        means = []
+        for y in range(h):
+            for x in range(w):
+                cells = [
+                    fmap[i, j]
+                    for i in range(y - k // 2, y + k // 2 + 1)
+                    for j in range(x - k // 2, x + k // 2 + 1)
+                    if 0 <= i < h and 0 <= j < w
+                ]
+                means.append(np.mean(cells, axis=0))  # divided by the in-grid count, not k²
+        np.testing.assert_allclose(as_np(emb.image_dense[b]), unit(np.min(means, 0)), atol=1e-6)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
 from freeseg.ops.pooling import (
+    SmoothMode,
     mask_tokens,
     masked_max_pool,
     pool_tokens,
@@ -142,3 +144,82 @@ def test_bad_inputs() -> None:
         pool_tokens(tokens, torch.zeros(1, 6), (2, 3), "avg")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="grid"):
         pool_tokens(tokens, torch.zeros(1, 6), None, "smoothed_min")
+
+
+def _numpy_in_grid_mean(tokens: np.ndarray, grid: tuple[int, int], k: int, mode: str) -> np.ndarray:
+    """``(B, N, C)`` → ``(B, C)``: each k×k window's mean over its in-grid tokens, then min/max."""
+    h_size, w_size = grid
+    fmap = tokens.reshape(tokens.shape[0], h_size, w_size, -1)  # (B, H, W, C)
+    r = k // 2
+    windows = []
+    for h in range(h_size):
+        for w in range(w_size):
+            rows = range(max(h - r, 0), min(h + r, h_size - 1) + 1)
+            cols = range(max(w - r, 0), min(w + r, w_size - 1) + 1)
+            cells = [fmap[:, i, j] for i in rows for j in cols]  # each (B, C)
+            windows.append(sum(cells) / len(cells))
+    stacked = np.stack(windows)  # (H*W, B, C)
+    return stacked.min(0) if mode == "min" else stacked.max(0)
+
+
+@pytest.mark.parametrize(
+    ("grid", "k", "mode"),
+    [
+        ((3, 4), 3, "min"),
+        ((3, 4), 3, "max"),
+        ((4, 5), 5, "min"),
+        ((3, 3), 7, "min"),  # k > grid: every window reaches past both borders
+        ((2, 3), 9, "max"),
+        ((1, 6), 3, "min"),  # a 1×N grid: the rows above and below are all padding
+        ((1, 6), 5, "max"),
+        ((5, 1), 3, "min"),
+    ],
+)
+def test_in_grid_divisor_matches_numpy_loop(grid: tuple[int, int], k: int, mode: str) -> None:
+    rng = np.random.default_rng(5)
+    values = rng.normal(size=(2, grid[0] * grid[1], 3)) + 0.5  # both signs, mostly positive
+    got = smoothed_pool(
+        torch.from_numpy(values),
+        grid,
+        k,
+        mode,  # type: ignore[arg-type]
+        count_include_pad=False,
+    )
+    np.testing.assert_allclose(got.numpy(), _numpy_in_grid_mean(values, grid, k, mode), atol=1e-12)
+
+
+def test_in_grid_divisor_hand_worked() -> None:
+    def pool(tokens: torch.Tensor, grid: tuple[int, int], k: int, mode: SmoothMode) -> float:
+        return smoothed_pool(tokens, grid, k, mode, count_include_pad=False).item()
+
+    # A constant positive channel: every in-grid mean is the constant itself, so the min is 2
+    # (with the k² divisor the corner windows give 2 · 4/9 at k = 3).
+    assert pool(torch.full((1, 12, 1), 2.0), (3, 4), 3, "min") == pytest.approx(2.0)
+    # 1×3 grid [3, 0, 6], k = 3: window means (3+0)/2, (3+0+6)/3, (0+6)/2 -> min 1.5, max 3.
+    row = torch.tensor([[[3.0], [0.0], [6.0]]])
+    assert pool(row, (1, 3), 3, "min") == pytest.approx(1.5)
+    assert pool(row, (1, 3), 3, "max") == pytest.approx(3.0)
+    # k = 7 > grid: every window holds the whole 1×3 row -> its mean 3 everywhere.
+    assert pool(row, (1, 3), 7, "min") == pytest.approx(3.0)
+
+
+def test_pool_tokens_passes_the_in_grid_divisor_on() -> None:
+    rng = np.random.default_rng(6)
+    tokens, attn = rng.normal(size=(2, 8, 3)), rng.uniform(0.1, 1.0, size=(2, 8))
+    got = pool_tokens(
+        torch.from_numpy(tokens), torch.from_numpy(attn), (2, 4), "smoothed_min", 3, False
+    )
+    expected = _numpy_in_grid_mean(tokens * attn[..., None], (2, 4), 3, "min")
+    np.testing.assert_allclose(got.numpy(), expected, atol=1e-12)
+
+
+def test_in_grid_min_gradient_is_one_over_the_window_count() -> None:
+    # 3×5 grid, x_ij = j + i/2, k = 3: the smallest in-grid mean is the top-left corner window
+    # (tokens (0,0), (0,1), (1,0), (1,1), mean 0.75); each of its 4 tokens gets 1/4, not 1/9.
+    base = torch.arange(5.0, dtype=torch.float64)[None, :] + torch.arange(3.0)[:, None] / 2
+    tokens = base.reshape(1, 15, 1).clone().requires_grad_(True)
+    smoothed_pool(tokens, (3, 5), 3, "min", count_include_pad=False).sum().backward()
+    expected = torch.zeros(15, dtype=torch.float64)
+    expected[[0, 1, 5, 6]] = 1 / 4
+    assert tokens.grad is not None
+    torch.testing.assert_close(tokens.grad[0, :, 0], expected)

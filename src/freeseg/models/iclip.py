@@ -48,6 +48,9 @@ class ICLIP(nn.Module):
         pooling: pooling of the φ̂ branch for the contrastive loss: ``"mmp"`` (Eq. 2),
             ``"smoothed_max"`` or ``"smoothed_min"`` (SMP, Eq. 3–5).
         kernel_size: smoothing window k of the smoothed poolings (odd; paper 19).
+        count_include_pad: the smoothed poolings divide every window by k², zero padding
+            included (True, Eq. 4 as read here), or each border window by its in-grid token
+            count (False; see docs/interpretation.md, "SMP border windows").
         mask_at_inference: multiply patch tokens by A when building the ITSM, as Eq. 2's
             note says X_{1:} comes from f̂(x)_{1:} ⊙ A (see docs/interpretation.md).
     """
@@ -59,6 +62,7 @@ class ICLIP(nn.Module):
         embed_dim: int = 512,
         pooling: PoolingMethod = "smoothed_min",
         kernel_size: int = 19,
+        count_include_pad: bool = True,
         mask_at_inference: bool = True,
     ) -> None:
         super().__init__()
@@ -77,6 +81,7 @@ class ICLIP(nn.Module):
         self.dense_logit_scale = LogitScale()
         self.pooling = pooling
         self.kernel_size = kernel_size
+        self.count_include_pad = count_include_pad
         self.mask_at_inference = mask_at_inference
         for proj in (self.cls_proj, self.cls_text_proj, self.dense_proj, self.dense_text_proj):
             nn.init.normal_(proj.weight, std=proj.in_features**-0.5)
@@ -103,7 +108,9 @@ class ICLIP(nn.Module):
         enc = self.encode_image(images)
         text_cls, text_dense = self.encode_text(input_ids)
         projected = self.dense_proj(enc.patch_tokens)  # (B, N, D)
-        pooled = pool_tokens(projected, enc.attn, enc.grid, self.pooling, self.kernel_size)
+        pooled = pool_tokens(
+            projected, enc.attn, enc.grid, self.pooling, self.kernel_size, self.count_include_pad
+        )
         return ICLIPEmbeddings(
             image_cls=F.normalize(self.cls_proj(enc.cls_token), dim=-1),
             image_dense=F.normalize(pooled, dim=-1),

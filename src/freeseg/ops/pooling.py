@@ -3,7 +3,8 @@
 Three ways to pool the masked patch tokens into one feature per image:
 
 - masked max pooling (MMP, ICLIP, Eq. 2): max over tokens;
-- smoothed min pooling (SMP, FreeSeg, Eq. 4–5): k×k zero-padded mean, then min over H×W;
+- smoothed min pooling (SMP, FreeSeg, Eq. 4–5): k×k zero-padded mean, then min over H×W
+  (optionally each border window averaged over its in-grid tokens only);
 - smoothed max pooling: the same smoothing, then max (an ablation of the paper).
 
 Tokens are laid out ``(B, N, C)`` with the N = H·W patch tokens in row-major grid order (the
@@ -96,6 +97,7 @@ def smoothed_pool(
     grid: tuple[int, int],
     kernel_size: int,
     mode: SmoothMode = "min",
+    count_include_pad: bool = True,
 ) -> Tensor:
     """Zero-padded k×k mean smoothing (Eq. 4) followed by a global min (Eq. 5) or max.
 
@@ -104,6 +106,11 @@ def smoothed_pool(
     with F̂_{i,j,c} = 0 outside the grid (always divided by k², even at the borders).
     Eq. 5: F_c = Smp(F̂) = min_{h,w}(avg_k(F̂)) = min_{h,w}(F)   (mode="min");
     mode="max" takes max_{h,w}(F) instead (smoothed max pooling).
+
+    ``count_include_pad=False`` divides each window's sum by the number n_{h,w} of its
+    positions inside the grid instead of k² (a mean over in-grid tokens only, n_{h,w} >= 1), so
+    the padding no longer pulls the border windows towards 0 (docs/interpretation.md, "SMP
+    border windows").
 
     A kernel larger than the grid is allowed: the padding k//2 then exceeds H or W and every
     window simply contains more zeros. With ties the gradient is shared equally among the tied
@@ -114,6 +121,7 @@ def smoothed_pool(
         grid: ``(H, W)``, the token grid, both >= 1.
         kernel_size: odd window size k >= 1 (k = 1 means no smoothing).
         mode: ``"min"`` (SMP) or ``"max"``.
+        count_include_pad: divide by k² (True, Eq. 4 as read here) or by n_{h,w} (False).
 
     Returns:
         ``(B, C)`` float pooled features.
@@ -130,10 +138,14 @@ def smoothed_pool(
         raise ValueError(f"mode must be 'min' or 'max', got {mode!r}")
     fmap = tokens.transpose(1, 2).reshape(b, c, height, width)  # (B, C, H, W)
     pad = kernel_size // 2
-    # Pad explicitly: avg_pool2d refuses padding > kernel_size / 2, and explicit zeros give the
-    # divide-by-k² border behaviour of Eq. 4 by construction.
-    padded = F.pad(fmap, (pad, pad, pad, pad))
-    smoothed = F.avg_pool2d(padded, kernel_size, stride=1)  # (B, C, H, W)
+    if count_include_pad:
+        # Explicit zeros give the divide-by-k² border behaviour of Eq. 4 by construction.
+        padded = F.pad(fmap, (pad, pad, pad, pad))
+        smoothed = F.avg_pool2d(padded, kernel_size, stride=1)  # (B, C, H, W)
+    else:
+        # avg_pool2d divides by the window's in-grid positions; padding k // 2 <= k / 2 is
+        # within its limit for every odd k, also for k larger than the grid.
+        smoothed = F.avg_pool2d(fmap, kernel_size, 1, pad, count_include_pad=False)
     flat = smoothed.flatten(2)  # (B, C, H*W)
     return flat.amin(dim=-1) if mode == "min" else flat.amax(dim=-1)
 
@@ -144,6 +156,7 @@ def pool_tokens(
     grid: tuple[int, int] | None,
     method: PoolMethod = "smoothed_min",
     kernel_size: int = 19,
+    count_include_pad: bool = True,
 ) -> Tensor:
     """Mask the patch tokens with the attention A and pool them into one feature per image.
 
@@ -155,6 +168,7 @@ def pool_tokens(
         grid: ``(H, W)`` with H·W = N; needed by the smoothed methods, ignored by ``"mmp"``.
         method: ``"mmp"``, ``"smoothed_max"`` or ``"smoothed_min"``.
         kernel_size: odd smoothing window k (smoothed methods only).
+        count_include_pad: the smoothed methods' border divisor (see :func:`smoothed_pool`).
 
     Returns:
         ``(B, C)`` float pooled features.
@@ -171,4 +185,5 @@ def pool_tokens(
     if grid is None:
         raise ValueError(f"grid (H, W) is required for method {method!r}")
     mode: SmoothMode = "min" if method == "smoothed_min" else "max"
-    return smoothed_pool(mask_tokens(tokens, attn), grid, kernel_size, mode=mode)
+    masked = mask_tokens(tokens, attn)
+    return smoothed_pool(masked, grid, kernel_size, mode, count_include_pad)
