@@ -92,12 +92,11 @@ class CRFEvaluation:
         original = self.crf_size == "original"
         out = []
         for image, low, big in zip(images, small, per_image, strict=True):
-            size = tuple(big.shape[-2:])
-            if original:
-                image = F.interpolate(image[None], size=size, mode="bilinear")[0]
+            size = (int(big.shape[-2]), int(big.shape[-1]))
+            rgb = to_uint8_image(image, size=size if original else None)
             probs = (big if original else low).softmax(0).float().cpu().numpy()
-            future = self.pool.submit(to_uint8_image(image), probs)
-            out.append(CRFLabels(future, (size[0], size[1]), big.device))
+            future = self.pool.submit(rgb, probs)
+            out.append(CRFLabels(future, size, big.device))
         return out
 
     def close(self, cancel: bool = False) -> None:

@@ -28,7 +28,7 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 from freeseg.data.atomic import atomic_write_text
 from freeseg.data.classes import load_classes
-from freeseg.data.transforms import IGNORE_INDEX
+from freeseg.data.transforms import IGNORE_INDEX, to_uint8_image
 from freeseg.models.segmenter import (
     build_pspnet,
     logits_per_size,
@@ -41,7 +41,6 @@ from freeseg.stages.callbacks import MeanIoUCallback, resolve
 from freeseg.stages.crf_eval import CRFEvaluation, CRFPoolGuard
 from freeseg.stages.reports import Panel, iou_report, log_dir, save_figure
 from freeseg.stages.schedules import poly, schedule_steps
-from freeseg.stages.stage1_eval import denormalize
 
 FIGURE_ROWS = 6  # test images shown in the stage-2 figure (the first ones of rank 0)
 
@@ -253,7 +252,7 @@ class RefineModule(pl.LightningModule):
                 break
             pred = out["pred"][i]
             image = batch["image"][i][:, : inputs[i][0], : inputs[i][1]]
-            row: list[Any] = [("rgb", denormalize(image, tuple(pred.shape)))]
+            row: list[Any] = [("rgb", to_uint8_image(image, size=tuple(pred.shape)))]
             row += [("labels", pred.cpu().numpy())]
             if "pred_crf" in out:
                 row += [("labels", out["pred_crf"][i])]  # resolved at the epoch's end
