@@ -34,6 +34,7 @@ from freeseg.ops.sliding import stitch_windows, window_boxes
 
 __all__ = [
     "build_pspnet",
+    "eval_logits",
     "logits_per_size",
     "resize_logits",
     "slide_logits",
@@ -260,3 +261,26 @@ def resize_logits(
         F.interpolate(row[None], size=(int(hw[0]), int(hw[1])), mode="bilinear")[0]
         for row, hw in zip(logits, sizes, strict=True)
     ]
+
+
+def eval_logits(
+    infer: Callable[[torch.Tensor], torch.Tensor],
+    images: torch.Tensor,
+    sizes: Sequence[tuple[int, int]],
+    input_sizes: Sequence[tuple[int, int]] | None = None,
+) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """Logits of an evaluation batch: each image at its own input size, then at its original.
+
+    Args:
+        infer: ``(b, 3, h, w)`` → ``(b, K, h, w)`` logits.
+        images: ``(B, 3, H, W)`` float, zero-padded beyond each image's input size.
+        sizes: B original sizes ``(H_i, W_i)``.
+        input_sizes: B input sizes ``(h_i, w_i)``; None (or empty) for the whole ``(H, W)``.
+
+    Returns:
+        ``(small, per_image)``: B tensors ``(K, h_i, w_i)`` (:func:`logits_per_size`) and the
+        same bilinearly resized to ``(K, H_i, W_i)`` (:func:`resize_logits`).
+    """
+    inputs = input_sizes or [(int(images.shape[-2]), int(images.shape[-1]))] * len(images)
+    small = logits_per_size(infer, images, inputs)
+    return small, resize_logits(small, sizes)
