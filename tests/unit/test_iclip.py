@@ -7,6 +7,7 @@ import pytest
 import torch
 from tests.iclip_stubs import GRID, B, add_dense_bias, as_np, stub_iclip, unit
 
+from freeseg.models.predictor import ICLIPPredictor
 from freeseg.models.prompts import PromptBank
 
 
@@ -149,3 +150,71 @@ def test_prompt_bank_order_mean_of_templates_and_max_over_names():
         for c, rows in enumerate([[0, 1], [2], [3, 4, 5]]):
             expected = np.max([as_np(values[b, q]) for q in rows], axis=0)
             np.testing.assert_allclose(as_np(reduced[b, c]), expected)
+
+
+def _info_nce_by_hand(img, txt, scale, all_img, all_txt, offset):
+    """Mean over the batch's rows of the two cross-entropies, against the whole batch."""
+
+    def ce(rows, cols):
+        total = 0.0
+        for i, row in enumerate(rows):
+            logits = scale * np.array([unit(row) @ unit(c) for c in cols])
+            total += np.log(np.exp(logits - logits.max()).sum()) + logits.max() - logits[offset + i]
+        return total / len(rows)
+
+    return (ce(img, all_txt) + ce(txt, all_img)) / 2
+
+
+def test_contrastive_losses_against_the_whole_batch_by_hand():
+    model = stub_iclip()
+    emb = model(torch.zeros(B, 3, 8, 8), torch.tensor([[3, 0], [7, 0]]))
+    g = torch.Generator().manual_seed(5)
+    # this batch's rows at offset 1 of a batch of 4 (another rank's rows around them)
+    everyone = [
+        torch.cat(
+            [torch.randn(1, t.shape[1], generator=g), t, torch.randn(1, t.shape[1], generator=g)]
+        )
+        for t in emb.rows()
+    ]
+    loss_cls, loss_dense = model.contrastive_losses(emb, everyone, offset=1)
+    scale = 1 / 0.07
+    rows = [as_np(t) for t in emb.rows()]
+    whole = [as_np(t) for t in everyone]
+    expected_cls = _info_nce_by_hand(rows[0], rows[1], scale, whole[0], whole[1], 1)
+    expected_dense = _info_nce_by_hand(rows[2], rows[3], scale, whole[2], whole[3], 1)
+    assert float(loss_cls) == pytest.approx(expected_cls, rel=1e-5)
+    assert float(loss_dense) == pytest.approx(expected_dense, rel=1e-5)
+    alone = model.contrastive_losses(emb)  # the batch its own negatives
+    expected_alone = _info_nce_by_hand(rows[0], rows[1], scale, rows[0], rows[1], 0)
+    assert float(alone[0]) == pytest.approx(expected_alone, rel=1e-5)
+
+
+def test_predictor_scores_and_raw_maps_take_the_max_over_a_class_names():
+    model = stub_iclip()
+    names = [["a", "b"], ["c"]]  # class 0 has two names
+    bank = PromptBank(
+        names, ["{}"], lambda texts: torch.tensor([[ord(t[0]) % 16, 0] for t in texts])
+    )
+    predictor = ICLIPPredictor(model, bank)
+    enc = model.image_encoder.out
+    scores, raw = predictor.maps(enc)
+    assert scores.shape == (B, 2) and raw.shape == (B, 2, *GRID)
+    text_cls, text_dense = model.encode_text(bank.input_ids)  # one template: a name's text
+    w_cls, (w_dense, _) = as_np(model.cls_proj.weight), _dense_proj_np(model)
+    for b in range(B):
+        image = unit(w_cls @ as_np(enc.cls_token[b]))
+        tokens = np.stack(
+            [float(enc.attn[b, n]) * (w_dense @ as_np(enc.patch_tokens[b, n])) for n in range(12)]
+        )
+        per_name_scores = [image @ as_np(text_cls[q]) for q in range(3)]
+        per_name_raw = [(tokens @ as_np(text_dense[q])).reshape(GRID) for q in range(3)]
+        for c, qs in enumerate([[0, 1], [2]]):
+            assert float(scores[b, c]) == pytest.approx(
+                max(per_name_scores[q] for q in qs), abs=1e-6
+            )
+            expected = np.max([per_name_raw[q] for q in qs], axis=0)
+            np.testing.assert_allclose(as_np(raw[b, c]), expected, atol=1e-6)
+    assert predictor.class_text() is predictor.class_text()  # encoded once
+    first = predictor.class_text()
+    predictor.forget_text()
+    assert predictor.class_text() is not first

@@ -12,6 +12,7 @@ used unpooled (§3.2: "SMP is only applied in training phase").
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -21,7 +22,7 @@ from torch import nn
 
 from freeseg.models.image_encoder import EncoderOutput
 from freeseg.ops.itsm import similarity_map
-from freeseg.ops.losses import LogitScale
+from freeseg.ops.losses import LogitScale, info_nce
 from freeseg.ops.pooling import mask_tokens, pool_tokens
 from freeseg.ops.precision import autocast_off, full_precision
 
@@ -36,6 +37,10 @@ class ICLIPEmbeddings:
     image_dense: torch.Tensor
     text_cls: torch.Tensor
     text_dense: torch.Tensor
+
+    def rows(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(image_cls, text_cls, image_dense, text_dense)``, the order of the loss's rows."""
+        return self.image_cls, self.text_cls, self.image_dense, self.text_dense
 
 
 class ICLIP(nn.Module):
@@ -138,6 +143,32 @@ class ICLIP(nn.Module):
             text_cls=text_cls,
             text_dense=text_dense,
         )
+
+    def contrastive_losses(
+        self,
+        emb: ICLIPEmbeddings,
+        everyone: Sequence[torch.Tensor] | None = None,
+        offset: int = 0,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Symmetric InfoNCE of each branch at its own temperature: ``(loss_cls, loss_dense)``.
+
+        Args:
+            emb: this batch's embeddings, B rows each.
+            everyone: the whole batch's rows in :meth:`ICLIPEmbeddings.rows` order, each
+                ``(N, D)`` (every rank's, :func:`~freeseg.stages.distributed.gather_rows`), this
+                batch's from row ``offset``; None: the batch is its own set of negatives.
+            offset: where this batch's rows start in ``everyone``.
+
+        Returns:
+            Two 0-d float tensors (:func:`~freeseg.ops.losses.info_nce`).
+        """
+        img_cls, txt_cls, img_dense, txt_dense = emb.rows() if everyone is None else everyone
+        scale_cls, scale_dense = self.cls_logit_scale(), self.dense_logit_scale()
+        loss_cls = info_nce(emb.image_cls, emb.text_cls, scale_cls, img_cls, txt_cls, offset)
+        loss_dense = info_nce(
+            emb.image_dense, emb.text_dense, scale_dense, img_dense, txt_dense, offset
+        )
+        return loss_cls, loss_dense
 
     def zero_shot_scores(self, enc: EncoderOutput, text_cls: torch.Tensor) -> torch.Tensor:
         """s = X_{:1} × Yᵀ: cosine similarity of class token and prompts, ``(B, T)`` float32.
