@@ -1,13 +1,19 @@
 """Sliding-window geometry and stitching, shared by stage 1 and stage 2, against hand-worked
-examples, mmseg's ``slide_inference`` written out, and a numpy loop."""
+examples, mmseg's ``slide_inference`` written out, and a numpy loop; stage 1's windows."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
-from freeseg.ops.sliding import stitch_windows, window_boxes, window_origins
+from freeseg.ops.sliding import (
+    sliding_window_maps,
+    stitch_windows,
+    window_boxes,
+    window_origins,
+)
 
 
 def _mmseg_origins(length: int, window: int, stride: int) -> list[int]:
@@ -87,3 +93,23 @@ def test_stitch_keeps_leading_dims_and_refuses_windows_off_the_canvas():
         stitch_windows([((1, 0), torch.ones(1, 4, 4))], (4, 4))
     with pytest.raises(ValueError, match="at least one window"):
         stitch_windows([], (4, 4))
+
+
+def test_window_origins_cover_the_side_and_end_flush() -> None:
+    assert window_origins(448, 448, 224) == [0]
+    assert window_origins(600, 448, 224) == [0, 152]
+    assert window_origins(1000, 448, 224) == [0, 224, 448, 552]  # as mmseg's slide
+
+
+def test_sliding_window_stitches_a_pooled_image_back() -> None:
+    """With raw = 2×2 mean pooling and token-aligned crops, the canvas is the pooled image."""
+    torch.manual_seed(0)
+    image = torch.rand(1, 1, 8, 12)  # short side 8 = window: no resizing
+
+    def predict(x):
+        return x.mean(dim=(1, 2, 3))[:, None], F.avg_pool2d(x, 2)
+
+    scores, raw = sliding_window_maps(image, predict, window=8, stride=2)
+    torch.testing.assert_close(raw, F.avg_pool2d(image, 2))
+    whole = F.interpolate(image, size=(8, 8), mode="bilinear", align_corners=False)
+    torch.testing.assert_close(scores, whole.mean().reshape(1, 1))  # scores: the whole image
