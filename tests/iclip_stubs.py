@@ -58,6 +58,20 @@ def stub_iclip(pooling: str = "smoothed_min", kernel_size: int = 3, **kwargs) ->
     )
 
 
+def add_dense_bias(model: ICLIP) -> ICLIP:
+    """Give φ̂'s image projection a non-zero bias: with one, masking by A before or after the
+    projection no longer agree, so a test can tell which order the model uses."""
+    proj = model.dense_proj
+    biased = nn.Linear(proj.in_features, proj.out_features, bias=True)
+    with torch.no_grad():
+        biased.weight.copy_(proj.weight)
+        biased.bias.copy_(
+            torch.randn(proj.out_features, generator=torch.Generator().manual_seed(3))
+        )
+    model.dense_proj = biased
+    return model
+
+
 class CharSumTextEncoder(nn.Module):
     """Text feature = a fixed random vector per token id, summed over the sequence."""
 

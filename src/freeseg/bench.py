@@ -232,13 +232,13 @@ def bench(
     with torch.no_grad():
         text_cls, text_dense = module.class_text()  # prompts encoded once, as in predict
         enc = model.encode_image(images)
-        scores0, _ = module._maps(enc)
+        scores0, _ = module.predictor.maps(enc)
     bounds = [_bounds_selecting(s.cpu(), labels) for s in scores0]
     owner = module.bank.owner.cpu().numpy()
     text_np = text_dense.float().cpu().numpy()
 
     def mask_after(enc: Any) -> None:
-        scores, raw = module._maps(enc)
+        scores, raw = module.predictor.maps(enc)
         for i in range(raw.shape[0]):
             out = first_stage(raw[i], scores[i].cpu(), *bounds[i], size, config)
             pseudo_label_map(out.seg, out.credible)

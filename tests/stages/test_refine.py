@@ -28,7 +28,7 @@ from torch.utils.data import DataLoader
 from freeseg.cli import main
 from freeseg.data.datamodules import SegmentationDataModule
 from freeseg.stages.callbacks import MeanIoUCallback
-from freeseg.stages.refine_module import RefineModule, balanced_pixel_weight
+from freeseg.stages.refine_module import RefineModule
 
 SMALL = {"encoder_name": "resnet18", "encoder_depth": 3, "output_stride": None}
 
@@ -266,16 +266,6 @@ def test_eval_outputs_are_at_original_sizes(tiny_world, crf_size, sliding_window
             assert known.mean() > 0.6
             np.testing.assert_array_equal(pred.numpy()[known], expected[known], err_msg=key)
     assert all(torch.equal(t, m) for t, m in zip(out["target"], masks, strict=True))
-
-
-def test_balanced_weight_gives_every_present_class_equal_mass():
-    # 6 credible pixels: four of class 0, two of class 2 → w_0 = 6 / (2·4), w_2 = 6 / (2·2).
-    target = torch.tensor([[[0, 0, 0, 0], [2, 2, 255, 1]]])
-    weight = torch.tensor([[[True, True, True, True], [True, True, True, False]]])
-    out = balanced_pixel_weight(target, weight, num_classes=3)
-    expected = torch.tensor([[[0.75, 0.75, 0.75, 0.75], [1.5, 1.5, 0.0, 0.0]]])
-    torch.testing.assert_close(out, expected)
-    assert out.sum() == pytest.approx(6.0)
 
 
 def test_partial_pixel_flag_must_match_the_datamodule(tiny_world):

@@ -9,9 +9,7 @@ from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 import pytest
-import torch
 
-from freeseg.data.transforms import to_uint8_image
 from freeseg.ops.crf import DenseCRFPool, dense_crf, dense_crf_batch
 
 
@@ -98,17 +96,6 @@ def test_bad_inputs_name_the_argument():
         dense_crf_batch([image, image], [probs], workers=1)
     with pytest.raises(ValueError, match="probs"):
         dense_crf_batch([image], [probs[:, :3]], workers=2)
-
-
-def test_to_uint8_image_inverts_normalisation():
-    rng = np.random.default_rng(0)
-    rgb = rng.integers(0, 256, (5, 7, 3)).astype(np.uint8)
-    mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-    x = torch.from_numpy(rgb).permute(2, 0, 1).float() / 255.0
-    normalised = (x - torch.tensor(mean).view(3, 1, 1)) / torch.tensor(std).view(3, 1, 1)
-    np.testing.assert_array_equal(to_uint8_image(normalised, mean, std), rgb)
-    with pytest.raises(ValueError, match="image_chw"):
-        to_uint8_image(normalised[:2], mean, std)
 
 
 class _RecordingExecutor(ProcessPoolExecutor):

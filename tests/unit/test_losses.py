@@ -1,4 +1,5 @@
-"""Losses (InfoNCE, Eq. 10) against numpy per-sample / per-pixel loops."""
+"""Losses (InfoNCE, Eq. 10, its class-balanced weight) against numpy loops and hand-worked
+examples."""
 
 from __future__ import annotations
 
@@ -8,7 +9,13 @@ import numpy as np
 import pytest
 import torch
 
-from freeseg.ops.losses import LogitScale, info_nce, partial_pixel_loss
+from freeseg.ops.losses import (
+    LogitScale,
+    balanced_pixel_weight,
+    foreground_fraction,
+    info_nce,
+    partial_pixel_loss,
+)
 
 
 def _log_softmax(row: np.ndarray) -> np.ndarray:
@@ -105,3 +112,40 @@ def test_partial_pixel_loss_bad_inputs() -> None:
         partial_pixel_loss(logits, torch.zeros(1, 2, 3, dtype=torch.long), ok)
     with pytest.raises(ValueError, match="normalize"):
         partial_pixel_loss(logits, torch.zeros(1, 2, 2, dtype=torch.long), ok, normalize="sum")  # type: ignore[arg-type]
+
+
+def test_balanced_weight_gives_every_present_class_equal_mass():
+    # 6 credible pixels: four of class 0, two of class 2 → w_0 = 6 / (2·4), w_2 = 6 / (2·2).
+    target = torch.tensor([[[0, 0, 0, 0], [2, 2, 255, 1]]])
+    weight = torch.tensor([[[True, True, True, True], [True, True, True, False]]])
+    out = balanced_pixel_weight(target, weight, num_classes=3)
+    expected = torch.tensor([[[0.75, 0.75, 0.75, 0.75], [1.5, 1.5, 0.0, 0.0]]])
+    torch.testing.assert_close(out, expected)
+    assert out.sum() == pytest.approx(6.0)
+
+
+def test_balanced_weight_matches_a_numpy_count():
+    rng = np.random.default_rng(2)
+    target = rng.integers(0, 4, size=(2, 5, 6))
+    target[0, 0] = 255
+    weight = rng.random(size=(2, 5, 6)) > 0.3
+    out = balanced_pixel_weight(torch.from_numpy(target), torch.from_numpy(weight), 5).numpy()
+    credible = weight & (target != 255)
+    n = credible.sum()
+    present = [c for c in range(5) if (credible & (target == c)).any()]
+    for (b, h, w), y in np.ndenumerate(target):
+        if not credible[b, h, w]:
+            assert out[b, h, w] == 0.0
+            continue
+        n_c = (credible & (target == y)).sum()
+        assert out[b, h, w] == pytest.approx(n / (len(present) * n_c), rel=1e-6)
+    for c in present:  # each present class: total weight N / P
+        assert out[credible & (target == c)].sum() == pytest.approx(n / len(present), rel=1e-5)
+
+
+def test_foreground_fraction_hand_worked():
+    labels = torch.tensor([[0, 3, 3], [0, 0, 1]])  # 3 of 6 pixels not background
+    assert float(foreground_fraction(labels)) == pytest.approx(0.5)
+    valid = torch.tensor([[True, True, False], [True, False, False]])  # 1 of 3 valid ones
+    assert float(foreground_fraction(labels, valid)) == pytest.approx(1 / 3)
+    assert float(foreground_fraction(labels, torch.zeros(2, 3, dtype=torch.bool))) == 0.0

@@ -1,11 +1,10 @@
-"""Pseudo-mask encoding, sliding windows, and the pseudo-mask directory's fit-side checks."""
+"""Pseudo-mask encoding and the pseudo-mask directory's fit-side checks."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
 from freeseg.data.palette import save_label_png
 from freeseg.data.pseudomasks import (
@@ -16,7 +15,6 @@ from freeseg.data.pseudomasks import (
     save_record,
     write_json,
 )
-from freeseg.ops.sliding import sliding_window_maps, window_origins
 
 
 def test_pseudo_label_map_hand_worked() -> None:
@@ -29,26 +27,6 @@ def test_pseudo_label_map_hand_worked() -> None:
         pseudo_label_map(torch.tensor([[255]]), torch.tensor([[True]]))
     with pytest.raises(ValueError, match="differ"):
         pseudo_label_map(seg, credible[:1])
-
-
-def test_window_origins_cover_the_side_and_end_flush() -> None:
-    assert window_origins(448, 448, 224) == [0]
-    assert window_origins(600, 448, 224) == [0, 152]
-    assert window_origins(1000, 448, 224) == [0, 224, 448, 552]  # as mmseg's slide
-
-
-def test_sliding_window_stitches_a_pooled_image_back() -> None:
-    """With raw = 2×2 mean pooling and token-aligned crops, the canvas is the pooled image."""
-    torch.manual_seed(0)
-    image = torch.rand(1, 1, 8, 12)  # short side 8 = window: no resizing
-
-    def predict(x):
-        return x.mean(dim=(1, 2, 3))[:, None], F.avg_pool2d(x, 2)
-
-    scores, raw = sliding_window_maps(image, predict, window=8, stride=2)
-    torch.testing.assert_close(raw, F.avg_pool2d(image, 2))
-    whole = F.interpolate(image, size=(8, 8), mode="bilinear", align_corners=False)
-    torch.testing.assert_close(scores, whole.mean().reshape(1, 1))  # scores: the whole image
 
 
 def test_records_round_trip(tmp_path) -> None:

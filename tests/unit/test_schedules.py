@@ -1,4 +1,5 @@
-"""LR schedules against their closed forms, and the run's step count (schedule_steps)."""
+"""LR schedules against their closed forms, the run's step count (schedule_steps) and the
+optimisers' weight-decay groups."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from freeseg.stages.schedules import poly, schedule_steps, warmup_cosine
+from freeseg.stages.schedules import decay_groups, poly, schedule_steps, warmup_cosine
 
 
 def _lrs(make, steps: int, lr: float = 2.0) -> list[float]:
@@ -67,3 +68,18 @@ def test_schedule_steps_without_length_or_max_steps_names_the_keys(estimate):
     with pytest.raises(ValueError, match="trainer.max_steps") as err:
         schedule_steps(trainer)
     assert "epoch_size" in str(err.value)
+
+
+def test_decay_groups_decay_matrices_only_and_leave_frozen_parameters_out():
+    net = torch.nn.Sequential(
+        torch.nn.Linear(3, 4), torch.nn.LayerNorm(4), torch.nn.Conv2d(4, 2, 1)
+    )
+    scale = torch.nn.Parameter(torch.tensor(2.0))  # a temperature: 0-d
+    frozen = torch.nn.Parameter(torch.ones(5, 5), requires_grad=False)
+    params = [*net.parameters(), scale, frozen]
+    decay, rest = decay_groups(params, 0.05)
+    assert decay["weight_decay"] == 0.05 and rest["weight_decay"] == 0.0
+    # by hand: Linear.weight (4, 3) and Conv2d.weight (2, 4, 1, 1) decay, in their order
+    assert [id(p) for p in decay["params"]] == [id(net[0].weight), id(net[2].weight)]
+    expected_rest = [net[0].bias, net[1].weight, net[1].bias, net[2].bias, scale]
+    assert [id(p) for p in rest["params"]] == [id(p) for p in expected_rest]

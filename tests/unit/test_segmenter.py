@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -98,6 +99,32 @@ def test_slide_counts_overlaps():
 
     out = slide_logits(Ones(), torch.zeros(1, 3, 40, 56), window=16, stride=10)
     torch.testing.assert_close(out, torch.ones(1, 2, 40, 56))
+
+
+def test_slide_logits_follow_mmseg_slide_inference_in_numpy():
+    """A net whose every output pixel is its (zero-padded) input window's mean: each pixel of
+    the result is then the mean, over the windows covering it, of those windows' means."""
+
+    class WindowMean(nn.Module):
+        def forward(self, x):
+            return x.mean((1, 2, 3), keepdim=True).expand(x.shape[0], 2, *x.shape[-2:])
+
+    torch.manual_seed(0)
+    images = torch.rand(2, 3, 20, 13)
+    out = slide_logits(WindowMean(), images, window=8, stride=5)
+    image = images.double().numpy()
+    expected = np.zeros((2, 2, 20, 13))
+    count = np.zeros((20, 13))
+    for h_idx in range(max(20 - 8 + 5 - 1, 0) // 5 + 1):  # mmseg's h_grids, w_grids
+        for w_idx in range(max(13 - 8 + 5 - 1, 0) // 5 + 1):
+            y2, x2 = min(h_idx * 5 + 8, 20), min(w_idx * 5 + 8, 13)
+            y1, x1 = max(y2 - 8, 0), max(x2 - 8, 0)
+            crop_sum = image[:, :, y1:y2, x1:x2].sum(axis=(1, 2, 3))  # padding adds zeros
+            expected[:, :, y1:y2, x1:x2] += (crop_sum / (3 * 8 * 8))[:, None, None, None]
+            count[y1:y2, x1:x2] += 1
+    np.testing.assert_allclose(out.numpy(), expected / count, rtol=1e-5)
+    # 20 rows: windows at 0, 5, 10, 12; 13 columns: at 0, 5 — row 12 lies in three windows
+    assert count[12, 0] == 3 and count[0, 0] == 1 and count[0, 5] == 2
 
 
 def test_resize_logits_gives_each_original_size():

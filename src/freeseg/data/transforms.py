@@ -16,6 +16,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image
 from torchvision.transforms import InterpolationMode, v2
 from torchvision.transforms.v2 import functional as TF
@@ -194,16 +195,26 @@ def to_uint8_image(
     image_chw: torch.Tensor,
     mean: Sequence[float] = IMAGENET_MEAN,
     std: Sequence[float] = IMAGENET_STD,
+    size: Sequence[int] | None = None,
 ) -> np.ndarray:
-    """Undo the input normalisation: ``(3, H, W)`` normalised float → ``(H, W, 3)`` uint8 RGB.
+    """Undo the input normalisation: ``(3, H, W)`` normalised float → ``(H', W', 3)`` uint8 RGB.
+
+    RGB = clamp(round(255 · (x · std + mean)), 0, 255), computed in float32 (float64 stays).
+    With ``size`` the normalised image x is first resized bilinearly to ``(H', W')``, as the
+    network would be fed it at that size; otherwise ``(H', W') = (H, W)``.
 
     Args:
         image_chw: ``(3, H, W)`` float, ``(x / 255 − mean) / std``.
         mean, std: the three per-channel values the image was normalised with ([0, 1] units).
+        size: ``(H', W')`` of the returned image, or None for the tensor's own.
     """
     if image_chw.ndim != 3 or image_chw.shape[0] != 3:
         raise ValueError(f"image_chw must have shape (3, H, W), got {tuple(image_chw.shape)}")
-    m = torch.tensor(mean, dtype=image_chw.dtype, device=image_chw.device).view(3, 1, 1)
-    s = torch.tensor(std, dtype=image_chw.dtype, device=image_chw.device).view(3, 1, 1)
-    rgb = ((image_chw * s + m) * 255.0).round().clamp(0, 255).to(torch.uint8)
+    x = image_chw.to(torch.promote_types(image_chw.dtype, torch.float32))
+    if size is not None:
+        hw = (int(size[0]), int(size[1]))
+        x = F.interpolate(x[None], size=hw, mode="bilinear", align_corners=False)[0]
+    m = torch.tensor(mean, dtype=x.dtype, device=x.device).view(3, 1, 1)
+    s = torch.tensor(std, dtype=x.dtype, device=x.device).view(3, 1, 1)
+    rgb = ((x * s + m) * 255.0).round().clamp(0, 255).to(torch.uint8)
     return rgb.permute(1, 2, 0).contiguous().cpu().numpy()

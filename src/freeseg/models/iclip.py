@@ -1,15 +1,18 @@
 """ICLIP: a frozen image encoder, a text encoder and two projection pairs (paper §2, §3.2).
 
 φ  (``cls_proj`` ↔ ``cls_text_proj``): class token ↔ text → zero-shot scores s.
-φ̂  (``dense_proj`` ↔ ``dense_text_proj``): masked patch tokens X_{1:} ⊙ A ↔ text → ITSM.
+φ̂  (``dense_proj`` ↔ ``dense_text_proj``): patch tokens, projected then weighted by A,
+    X_{1:} = φ̂(f(x)_{1:}) ⊙ A ↔ text → ITSM.
 
-During training the φ̂ branch is pooled over the token grid (masked max, smoothed max or
-smoothed min) so both branches can be trained with a contrastive loss; at inference the
-dense tokens are used unpooled (§3.2: "SMP is only applied in training phase").
+The dense tokens X_{1:} come from one function, :meth:`ICLIP.dense_tokens`, in training and at
+inference. During training they are pooled over the token grid (masked max, smoothed max or
+smoothed min) so both branches can be trained with a contrastive loss; at inference they are
+used unpooled (§3.2: "SMP is only applied in training phase").
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -19,7 +22,7 @@ from torch import nn
 
 from freeseg.models.image_encoder import EncoderOutput
 from freeseg.ops.itsm import similarity_map
-from freeseg.ops.losses import LogitScale
+from freeseg.ops.losses import LogitScale, info_nce
 from freeseg.ops.pooling import mask_tokens, pool_tokens
 from freeseg.ops.precision import autocast_off, full_precision
 
@@ -34,6 +37,10 @@ class ICLIPEmbeddings:
     image_dense: torch.Tensor
     text_cls: torch.Tensor
     text_dense: torch.Tensor
+
+    def rows(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(image_cls, text_cls, image_dense, text_dense)``, the order of the loss's rows."""
+        return self.image_cls, self.text_cls, self.image_dense, self.text_dense
 
 
 class ICLIP(nn.Module):
@@ -53,6 +60,10 @@ class ICLIP(nn.Module):
             count (False; see docs/interpretation.md, "SMP border windows").
         mask_at_inference: multiply patch tokens by A when building the ITSM, as Eq. 2's
             note says X_{1:} comes from f̂(x)_{1:} ⊙ A (see docs/interpretation.md).
+        project_then_pool: pool the projected tokens φ̂(f(x)_{1:}) ⊙ A (the paper's reading,
+            docs/interpretation.md); ``False`` pools the encoder's tokens f(x)_{1:} ⊙ A and
+            projects the pooled feature, φ̂(pool(f(x)_{1:} ⊙ A)). The ITSM reads
+            :meth:`dense_tokens` either way.
     """
 
     def __init__(
@@ -64,6 +75,7 @@ class ICLIP(nn.Module):
         kernel_size: int = 19,
         count_include_pad: bool = True,
         mask_at_inference: bool = True,
+        project_then_pool: bool = True,
     ) -> None:
         super().__init__()
         if pooling != "mmp" and kernel_size % 2 == 0:
@@ -72,7 +84,7 @@ class ICLIP(nn.Module):
         self.text_encoder = text_encoder
         width_img = int(image_encoder.embed_dim)  # type: ignore[arg-type]
         width_txt = int(text_encoder.width)  # type: ignore[arg-type]
-        # Bias-free, so projecting then masking by A equals masking then projecting.
+        # Bias-free as CLIP's projections; A still weights the tokens after φ̂ (dense_tokens).
         self.cls_proj = nn.Linear(width_img, embed_dim, bias=False)
         self.cls_text_proj = nn.Linear(width_txt, embed_dim, bias=False)
         self.dense_proj = nn.Linear(width_img, embed_dim, bias=False)
@@ -83,6 +95,7 @@ class ICLIP(nn.Module):
         self.kernel_size = kernel_size
         self.count_include_pad = count_include_pad
         self.mask_at_inference = mask_at_inference
+        self.project_then_pool = project_then_pool
         for proj in (self.cls_proj, self.cls_text_proj, self.dense_proj, self.dense_text_proj):
             nn.init.normal_(proj.weight, std=proj.in_features**-0.5)
 
@@ -99,24 +112,68 @@ class ICLIP(nn.Module):
         )
 
     def dense_tokens(self, enc: EncoderOutput, masked: bool = True) -> torch.Tensor:
-        """Projected patch tokens X_{1:} = φ̂(f̂(x)_{1:} ⊙ A): ``(B, N, D)``, unnormalised."""
-        tokens = mask_tokens(enc.patch_tokens, enc.attn) if masked else enc.patch_tokens
-        return self.dense_proj(tokens)
+        """Dense tokens X_{1:} = φ̂(f(x)_{1:}) ⊙ A, projected first, then weighted by A.
+
+        The one path of the φ̂ branch: the ITSM (Eq. 1) reads these tokens, and training pools
+        them (Eq. 2–5; :func:`~freeseg.ops.pooling.pool_tokens` applies the ⊙ A of Eq. 2/3).
+
+        Args:
+            enc: the encoder's patch tokens ``(B, N, C)`` and attention A ``(B, N)``.
+            masked: weight by A; ``False`` gives φ̂(f(x)_{1:}) alone.
+
+        Returns:
+            ``(B, N, D)`` float, unnormalised.
+        """
+        projected = self.dense_proj(enc.patch_tokens)  # (B, N, D)
+        return mask_tokens(projected, enc.attn) if masked else projected
+
+    def pooled_dense(self, enc: EncoderOutput) -> torch.Tensor:
+        """The φ̂ branch pooled over the grid for the contrastive loss, ``(B, D)`` unnormalised.
+
+        ``project_then_pool``: pool(φ̂(f(x)_{1:}) ⊙ A); otherwise φ̂(pool(f(x)_{1:} ⊙ A)).
+        """
+        settings = (enc.grid, self.pooling, self.kernel_size, self.count_include_pad)
+        if self.project_then_pool:
+            return pool_tokens(self.dense_tokens(enc, masked=False), enc.attn, *settings)
+        return self.dense_proj(pool_tokens(enc.patch_tokens, enc.attn, *settings))
 
     def forward(self, images: torch.Tensor, input_ids: torch.Tensor) -> ICLIPEmbeddings:
         """Embeddings for the two contrastive losses of one batch of image-caption pairs."""
         enc = self.encode_image(images)
         text_cls, text_dense = self.encode_text(input_ids)
-        projected = self.dense_proj(enc.patch_tokens)  # (B, N, D)
-        pooled = pool_tokens(
-            projected, enc.attn, enc.grid, self.pooling, self.kernel_size, self.count_include_pad
-        )
+        pooled = self.pooled_dense(enc)
         return ICLIPEmbeddings(
             image_cls=F.normalize(self.cls_proj(enc.cls_token), dim=-1),
             image_dense=F.normalize(pooled, dim=-1),
             text_cls=text_cls,
             text_dense=text_dense,
         )
+
+    def contrastive_losses(
+        self,
+        emb: ICLIPEmbeddings,
+        everyone: Sequence[torch.Tensor] | None = None,
+        offset: int = 0,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Symmetric InfoNCE of each branch at its own temperature: ``(loss_cls, loss_dense)``.
+
+        Args:
+            emb: this batch's embeddings, B rows each.
+            everyone: the whole batch's rows in :meth:`ICLIPEmbeddings.rows` order, each
+                ``(N, D)`` (every rank's, :func:`~freeseg.stages.distributed.gather_rows`), this
+                batch's from row ``offset``; None: the batch is its own set of negatives.
+            offset: where this batch's rows start in ``everyone``.
+
+        Returns:
+            Two 0-d float tensors (:func:`~freeseg.ops.losses.info_nce`).
+        """
+        img_cls, txt_cls, img_dense, txt_dense = emb.rows() if everyone is None else everyone
+        scale_cls, scale_dense = self.cls_logit_scale(), self.dense_logit_scale()
+        loss_cls = info_nce(emb.image_cls, emb.text_cls, scale_cls, img_cls, txt_cls, offset)
+        loss_dense = info_nce(
+            emb.image_dense, emb.text_dense, scale_dense, img_dense, txt_dense, offset
+        )
+        return loss_cls, loss_dense
 
     def zero_shot_scores(self, enc: EncoderOutput, text_cls: torch.Tensor) -> torch.Tensor:
         """s = X_{:1} × Yᵀ: cosine similarity of class token and prompts, ``(B, T)`` float32.

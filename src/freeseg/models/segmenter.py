@@ -22,7 +22,7 @@ no downloads), built to match mmseg's where smp allows it:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import segmentation_models_pytorch as smp
@@ -30,8 +30,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from freeseg.ops.sliding import stitch_windows, window_boxes
+
 __all__ = [
     "build_pspnet",
+    "eval_logits",
     "logits_per_size",
     "resize_logits",
     "slide_logits",
@@ -172,7 +175,9 @@ def slide_logits(
     """Sliding-window inference (mmseg ``mode='slide'``): mean of overlapping window logits.
 
     Windows of ``window × window`` start every ``stride`` pixels, the last one flush with the
-    border; an image smaller than the window is one (padded) window.
+    border (:func:`~freeseg.ops.sliding.window_boxes`); a window cut by a side shorter than
+    ``window`` is zero-padded to full size and its logits cropped back; the window logits are
+    averaged where they overlap (:func:`~freeseg.ops.sliding.stitch_windows`).
 
     Args:
         net: the segmentation network.
@@ -189,22 +194,13 @@ def slide_logits(
     if not 0 < stride <= window:
         raise ValueError(f"stride must lie in (0, window={window}], got {stride}")
     h, w = images.shape[-2:]
-    rows = max(h - window + stride - 1, 0) // stride + 1
-    cols = max(w - window + stride - 1, 0) // stride + 1
-    total: torch.Tensor | None = None
-    count = images.new_zeros(1, 1, h, w)
-    for r in range(rows):
-        for c in range(cols):
-            y1, x1 = min(r * stride, max(h - window, 0)), min(c * stride, max(w - window, 0))
-            y2, x2 = min(y1 + window, h), min(x1 + window, w)
-            crop = _pad_to(images[..., y1:y2, x1:x2], window, window)
-            logits = net(crop)[..., : y2 - y1, : x2 - x1]
-            if total is None:
-                total = images.new_zeros(images.shape[0], logits.shape[1], h, w)
-            total[..., y1:y2, x1:x2] += logits
-            count[..., y1:y2, x1:x2] += 1
-    assert total is not None
-    return total / count
+
+    def window_logits() -> Iterator[tuple[tuple[int, int], torch.Tensor]]:
+        for top, left, bottom, right in window_boxes(h, w, window, stride):
+            crop = _pad_to(images[..., top:bottom, left:right], window, window)
+            yield (top, left), net(crop)[..., : bottom - top, : right - left]
+
+    return stitch_windows(window_logits(), (h, w))
 
 
 def logits_per_size(
@@ -265,3 +261,26 @@ def resize_logits(
         F.interpolate(row[None], size=(int(hw[0]), int(hw[1])), mode="bilinear")[0]
         for row, hw in zip(logits, sizes, strict=True)
     ]
+
+
+def eval_logits(
+    infer: Callable[[torch.Tensor], torch.Tensor],
+    images: torch.Tensor,
+    sizes: Sequence[tuple[int, int]],
+    input_sizes: Sequence[tuple[int, int]] | None = None,
+) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """Logits of an evaluation batch: each image at its own input size, then at its original.
+
+    Args:
+        infer: ``(b, 3, h, w)`` → ``(b, K, h, w)`` logits.
+        images: ``(B, 3, H, W)`` float, zero-padded beyond each image's input size.
+        sizes: B original sizes ``(H_i, W_i)``.
+        input_sizes: B input sizes ``(h_i, w_i)``; None (or empty) for the whole ``(H, W)``.
+
+    Returns:
+        ``(small, per_image)``: B tensors ``(K, h_i, w_i)`` (:func:`logits_per_size`) and the
+        same bilinearly resized to ``(K, H_i, W_i)`` (:func:`resize_logits`).
+    """
+    inputs = input_sizes or [(int(images.shape[-2]), int(images.shape[-1]))] * len(images)
+    small = logits_per_size(infer, images, inputs)
+    return small, resize_logits(small, sizes)

@@ -1,4 +1,9 @@
-"""Losses: the contrastive loss of stage 0 and the partial pixel loss of stage 2 (Eq. 10)."""
+"""Losses: the contrastive loss of stage 0 and the partial pixel loss of stage 2 (Eq. 10).
+
+Beside Eq. 10: the class-balanced pixel weight the generated world's stage 2 multiplies W by
+(not in the paper, docs/interpretation.md), and the foreground share by which stage 2 is
+watched for collapse to background.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +16,14 @@ from torch import Tensor, nn
 
 from freeseg.ops.precision import autocast_off, full_precision
 
-__all__ = ["LogitScale", "PixelNormalize", "info_nce", "partial_pixel_loss"]
+__all__ = [
+    "LogitScale",
+    "PixelNormalize",
+    "balanced_pixel_weight",
+    "foreground_fraction",
+    "info_nce",
+    "partial_pixel_loss",
+]
 
 PixelNormalize = Literal["all", "weight"]
 
@@ -157,3 +169,44 @@ def partial_pixel_loss(
     if normalize == "all":
         return total / max(target.numel(), 1)
     return total / credible.sum().clamp_min(1.0)
+
+
+def balanced_pixel_weight(
+    target: Tensor, weight: Tensor, num_classes: int, ignore_index: int = 255
+) -> Tensor:
+    """Reweight credible pixels so every class present in the batch carries equal total weight.
+
+    W'_p = W_p · N / (P · n_{y_p}): among the N credible pixels (W_p = 1, y_p ≠ ignore) the
+    n_c of class c each get N / (P · n_c), P the number of classes present, so Σ W' = N as
+    without balancing and each present class sums to N / P; non-credible pixels keep 0.
+
+    Args:
+        target: ``(B, H, W)`` int64 labels y in [0, num_classes) or ``ignore_index``.
+        weight: ``(B, H, W)`` bool credible-pixel mask W (Eq. 9).
+        num_classes: K, including background.
+        ignore_index: label of non-credible pixels.
+
+    Returns:
+        ``(B, H, W)`` float32 weights >= 0.
+    """
+    credible = weight.bool() & (target != ignore_index)
+    counts = torch.bincount(target[credible], minlength=num_classes).float()
+    present = (counts > 0).sum().clamp_min(1)
+    per_class = torch.where(counts > 0, credible.sum() / (present * counts.clamp_min(1)), 0.0)
+    return per_class[target.clamp(0, num_classes - 1)] * credible
+
+
+def foreground_fraction(labels: Tensor, valid: Tensor | None = None) -> Tensor:
+    """Share of (valid) pixels whose label is not background: Σ_p [y_p ≠ 0] v_p / Σ_p v_p.
+
+    Args:
+        labels: integer label map of any shape (0 = background).
+        valid: bool mask of ``labels``' shape, or None for every pixel.
+
+    Returns:
+        0-d float tensor in [0, 1] (0 when no pixel is valid).
+    """
+    fg = (labels != 0).float()
+    if valid is None:
+        return fg.mean()
+    return (fg * valid).sum() / valid.sum().clamp_min(1)

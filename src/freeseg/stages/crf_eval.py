@@ -4,8 +4,9 @@
 (started at the run's first image, with ``forkserver`` or ``spawn``, never ``fork``): a step
 submits its images and goes on, and its outputs carry :class:`CRFLabels`, which the metric
 callbacks resolve (:class:`~freeseg.stages.callbacks.MeanIoUCallback`) before they compute.
-:class:`RefineModule <freeseg.stages.refine_module.RefineModule>` closes the pool at the end of
-each run, at teardown, and on an exception (:class:`CRFPoolGuard`).
+:class:`CRFPoolGuard`, a callback of :class:`RefineModule
+<freeseg.stages.refine_module.RefineModule>`, closes the pool at the start and end of each run,
+at teardown, and on an exception.
 """
 
 from __future__ import annotations
@@ -83,7 +84,8 @@ class CRFEvaluation:
         """Queue a batch; returns at once with one :class:`CRFLabels` per image.
 
         Args:
-            images: B normalised network inputs ``(3, h_i, w_i)`` (no padding).
+            images: B normalised network inputs ``(3, H, W)``, image i in ``[:, :h_i, :w_i]``
+                (padded beyond, as in a batch).
             small: B logits ``(K, h_i, w_i)`` at the network input size.
             per_image: B logits ``(K, H_i, W_i)`` at the original sizes.
         """
@@ -91,13 +93,13 @@ class CRFEvaluation:
             self.pool = DenseCRFPool(self.workers, self.start_method, **self.params)
         original = self.crf_size == "original"
         out = []
-        for image, low, big in zip(images, small, per_image, strict=True):
-            size = tuple(big.shape[-2:])
-            if original:
-                image = F.interpolate(image[None], size=size, mode="bilinear")[0]
+        for padded, low, big in zip(images, small, per_image, strict=True):
+            image = padded[:, : low.shape[-2], : low.shape[-1]]  # no padding
+            size = (int(big.shape[-2]), int(big.shape[-1]))
+            rgb = to_uint8_image(image, size=size if original else None)
             probs = (big if original else low).softmax(0).float().cpu().numpy()
-            future = self.pool.submit(to_uint8_image(image), probs)
-            out.append(CRFLabels(future, (size[0], size[1]), big.device))
+            future = self.pool.submit(rgb, probs)
+            out.append(CRFLabels(future, size, big.device))
         return out
 
     def close(self, cancel: bool = False) -> None:
@@ -108,11 +110,36 @@ class CRFEvaluation:
 
 
 class CRFPoolGuard(pl.Callback):
-    """Closes the module's CRF pool when a run fails, so no worker outlives it."""
+    """One CRF pool per validation or test run, never left running.
+
+    Closes the module's pool (its ``crf_eval``) when a run starts (a pool left by an
+    interrupted run, its images dropped), when it ends (after its last images: the labels stay
+    readable for the metric callbacks and the figure, whichever epoch-end hook runs first), at
+    teardown and on an exception.
+    """
+
+    @staticmethod
+    def _close(pl_module: pl.LightningModule, cancel: bool) -> None:
+        crf = getattr(pl_module, "crf_eval", None)
+        if isinstance(crf, CRFEvaluation):
+            crf.close(cancel=cancel)
+
+    def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._close(pl_module, cancel=True)
+
+    def on_test_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._close(pl_module, cancel=True)
+
+    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._close(pl_module, cancel=False)
+
+    def on_test_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._close(pl_module, cancel=False)
+
+    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        self._close(pl_module, cancel=True)
 
     def on_exception(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
     ) -> None:
-        crf = getattr(pl_module, "crf_eval", None)
-        if isinstance(crf, CRFEvaluation):
-            crf.close(cancel=True)
+        self._close(pl_module, cancel=True)

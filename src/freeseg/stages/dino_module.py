@@ -40,7 +40,7 @@ from freeseg.ops.self_distillation import (
     sinkhorn_teacher,
     update_center,
 )
-from freeseg.stages.schedules import schedule_steps, warmup_cosine
+from freeseg.stages.schedules import decay_groups, schedule_steps, warmup_cosine
 from freeseg.stages.tag_module import caption_tags, tag_loss
 
 
@@ -182,15 +182,8 @@ class SelfDistillationModule(pl.LightningModule):
 
     def configure_optimizers(self) -> Any:
         params = [p for n, p in self.named_parameters() if not n.startswith("teacher.")]
-        decay = [p for p in params if p.requires_grad and p.ndim > 1]
-        rest = [p for p in params if p.requires_grad and p.ndim <= 1]
-        optimizer = torch.optim.AdamW(
-            [
-                {"params": decay, "weight_decay": self.hparams["weight_decay"]},
-                {"params": rest, "weight_decay": 0.0},
-            ],
-            lr=self.hparams["lr"],
-        )
+        groups = decay_groups(params, self.hparams["weight_decay"])
+        optimizer = torch.optim.AdamW(groups, lr=self.hparams["lr"])
         total = schedule_steps(self.trainer)
         schedule = warmup_cosine(optimizer, total, int(total * self.hparams["warmup_fraction"]))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}

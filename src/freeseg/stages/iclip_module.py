@@ -23,17 +23,16 @@ from freeseg.data.segsets import image_labels
 from freeseg.data.tokenizer import ClipTokenizer
 from freeseg.models.iclip import ICLIP
 from freeseg.models.image_encoder import EncoderOutput
+from freeseg.models.predictor import ICLIPPredictor
 from freeseg.models.prompts import PromptBank
 from freeseg.ops.clustering import ClusterMethod
 from freeseg.ops.first_stage import PartialLabelConfig
 from freeseg.ops.itsm import resize_itsm
-from freeseg.ops.losses import info_nce
 from freeseg.ops.partial_labels import score_bounds
-from freeseg.ops.precision import autocast_off
 from freeseg.ops.sliding import sliding_window_maps
 from freeseg.stages.distributed import gather_rows, reduce_bounds
 from freeseg.stages.reports import report_stage1
-from freeseg.stages.schedules import schedule_steps, warmup_cosine
+from freeseg.stages.schedules import decay_groups, schedule_steps, warmup_cosine
 from freeseg.stages.stage1_eval import Stage1Evaluation
 
 
@@ -105,8 +104,7 @@ class ICLIPModule(pl.LightningModule):
             raise ValueError("the clustering baselines need sliding_window: false")
         self.baselines: tuple[ClusterMethod, ...] = tuple(baselines)
         self.stage1 = self._stage1_evaluation(len(self.classes))
-        self._bank: PromptBank | None = None
-        self._text: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._predictor: ICLIPPredictor | None = None
 
     @property
     def num_classes(self) -> int:
@@ -116,18 +114,23 @@ class ICLIPModule(pl.LightningModule):
         """Use another class list (open vocabulary); its prompts are encoded on next use."""
         self.classes = classes
         self.stage1 = self._stage1_evaluation(len(classes)).to(self.device)
-        self._bank = None
-        self._text = None
+        self._predictor = None
 
     def _stage1_evaluation(self, num_classes: int) -> Stage1Evaluation:
         k = int(self.hparams.get("cluster_k", 4))
         return Stage1Evaluation(num_classes, baselines=self.baselines, cluster_k=k)
 
     @property
+    def predictor(self) -> ICLIPPredictor:
+        """The model read for the current vocabulary (stage 1's scores and maps)."""
+        if self._predictor is None:
+            bank = PromptBank(self.classes.names, self.templates, self.tokenizer)
+            self._predictor = ICLIPPredictor(self.model, bank)
+        return self._predictor
+
+    @property
     def bank(self) -> PromptBank:
-        if self._bank is None:
-            self._bank = PromptBank(self.classes.names, self.templates, self.tokenizer)
-        return self._bank
+        return self.predictor.bank
 
     # ---------------------------------------------------------------- training
     def contrastive_loss(self, batch: dict[str, Any]) -> tuple[torch.Tensor, ...]:
@@ -138,16 +141,10 @@ class ICLIPModule(pl.LightningModule):
         batch sizes differ (each rank's loss is weighted by its share of the rows).
         """
         emb = self.model(batch["image"], batch["input_ids"])
-        local = (emb.image_cls, emb.text_cls, emb.image_dense, emb.text_dense)
+        everyone, offset, weight = None, 0, 1.0
         if self.hparams.get("gather_features", True):
-            (img_cls, txt_cls, img_dense, txt_dense), offset, weight = gather_rows(*local)
-        else:
-            (img_cls, txt_cls, img_dense, txt_dense), offset, weight = local, 0, 1.0
-        scale_cls, scale_dense = self.model.cls_logit_scale(), self.model.dense_logit_scale()
-        loss_cls = info_nce(emb.image_cls, emb.text_cls, scale_cls, img_cls, txt_cls, offset)
-        loss_dense = info_nce(
-            emb.image_dense, emb.text_dense, scale_dense, img_dense, txt_dense, offset
-        )
+            everyone, offset, weight = gather_rows(*emb.rows())
+        loss_cls, loss_dense = self.model.contrastive_losses(emb, everyone, offset)
         loss_cls, loss_dense = weight * loss_cls, weight * loss_dense
         return loss_cls + loss_dense, loss_cls, loss_dense
 
@@ -160,16 +157,8 @@ class ICLIPModule(pl.LightningModule):
         return loss
 
     def configure_optimizers(self) -> Any:
-        params = [p for p in self.parameters() if p.requires_grad]
-        decay = [p for p in params if p.ndim >= 2]
-        no_decay = [p for p in params if p.ndim < 2]
-        optimizer = torch.optim.AdamW(
-            [
-                {"params": decay, "weight_decay": self.hparams["weight_decay"]},
-                {"params": no_decay, "weight_decay": 0.0},
-            ],
-            lr=self.hparams["lr"],
-        )
+        groups = decay_groups(self.parameters(), self.hparams["weight_decay"])
+        optimizer = torch.optim.AdamW(groups, lr=self.hparams["lr"])
         if self.hparams["scheduler"] == "constant":
             return optimizer
         cosine = warmup_cosine(optimizer, schedule_steps(self.trainer), warmup_steps=0)
@@ -178,30 +167,13 @@ class ICLIPModule(pl.LightningModule):
     # -------------------------------------------------------------- evaluation
     def class_text(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-name text embeddings for φ and φ̂, ``(Q, D)`` each, cached per epoch."""
-        if self._text is None:
-            ids = self.bank.input_ids.to(self.device)
-            with torch.no_grad(), autocast_off(ids):
-                text_cls, text_dense = self.model.encode_text(ids)
-            self._text = (self.bank.reduce_names(text_cls), self.bank.reduce_names(text_dense))
-        return self._text
+        return self.predictor.class_text()
 
     def dense_predict(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """One encoder pass → zero-shot scores ``(B, C)`` and raw ITSM ``(B, C, h, w)``.
+        """One encoder pass → scores ``(B, C)``, raw ITSM ``(B, C, h, w)``: ICLIPPredictor."""
+        return self.predictor.predict(images)
 
-        The raw map of a class is the max over its names, not yet resized or normalised.
-        """
-        return self._maps(self.model.encode_image(images))
-
-    def _maps(self, enc: EncoderOutput) -> tuple[torch.Tensor, torch.Tensor]:
-        text_cls, text_dense = self.class_text()
-        scores = self.bank.max_over_names(self.model.zero_shot_scores(enc, text_cls))
-        raw = self.bank.max_over_names(self.model.itsm(enc, text_dense))
-        return scores, raw
-
-    @staticmethod
-    def itsm_at(raw: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-        """Raw map ``(C, h, w)`` → ITSM ``(C, H, W)`` in [0, 1] at an image's size (Eq. 1)."""
-        return resize_itsm(raw, size)
+    itsm_at = staticmethod(resize_itsm)  # raw (C, h, w) → ITSM (C, H, W) in [0, 1] (Eq. 1)
 
     def dense_records(self, images: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """Scores ``(B, C)`` and per-image raw maps ``(C, h, w)``, by window if configured."""
@@ -222,18 +194,15 @@ class ICLIPModule(pl.LightningModule):
         }
 
     def _eval_step(self, batch: dict[str, Any]) -> dict[str, Any]:
+        """Maps of a segmentation batch for the metric callbacks; its records kept for PLS."""
         extra: dict[str, Any] = {}
         if self.baselines or not self.hparams.get("sliding_window", False):
             # one encoder pass: maps, A (for the encoder's attention fit) and, for the Table-6
             # baselines, the dense tokens
             enc: EncoderOutput = self.model.encode_image(batch["image"])
-            scores, raw_bchw = self._maps(enc)
-            raw = list(raw_bchw)
-            tokens = (
-                self.model.dense_tokens(enc, self.model.mask_at_inference)
-                if self.baselines
-                else None
-            )
+            scores, raw_bchw = self.predictor.maps(enc)
+            raw, masked = list(raw_bchw), self.model.mask_at_inference
+            tokens = self.model.dense_tokens(enc, masked) if self.baselines else None
             extra = {"attn": enc.attn, "grid": enc.grid}
         else:
             (scores, raw), tokens = self.dense_records(batch["image"]), None
@@ -243,12 +212,20 @@ class ICLIPModule(pl.LightningModule):
         self.stage1.add(scores, raw, masks, batch["image"], tokens)
         return {"scores": scores, "labels": labels, "itsm": itsm, "target": masks, **extra}
 
-    def _start_eval(self) -> None:
-        self._text = None
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
+        return self._eval_step(batch)
+
+    test_step = validation_step
+
+    def on_validation_epoch_start(self) -> None:
+        self.predictor.forget_text()
         self.stage1.reset()
 
-    def _end_eval(self, prefix: str) -> None:
+    on_test_epoch_start = on_validation_epoch_start
+
+    def on_validation_epoch_end(self) -> None:
         """Stage-1 mIoU (PLS, argmax, baselines) over the epoch; the report outside fitting."""
+        prefix = "test" if self.trainer.testing else "val"
         lo, hi = reduce_bounds(self.trainer, *score_bounds(self.stage1.local_scores()), self.device)
         text = self.class_text()[1] if self.baselines else None
         result = self.stage1.compute(lo, hi, self.partial_label_config, text, self.bank.owner)
@@ -260,26 +237,10 @@ class ICLIPModule(pl.LightningModule):
             report_stage1(self.trainer, prefix, names, result.per_class, result.rows)
         self.stage1.reset()
 
-    def on_validation_epoch_start(self) -> None:
-        self._start_eval()
-
-    def on_test_epoch_start(self) -> None:
-        self._start_eval()
+    on_test_epoch_end = on_validation_epoch_end
 
     def on_predict_epoch_start(self) -> None:
-        self._text = None
-
-    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
-        return self._eval_step(batch)
-
-    def test_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
-        return self._eval_step(batch)
-
-    def on_validation_epoch_end(self) -> None:
-        self._end_eval("val")
-
-    def on_test_epoch_end(self) -> None:
-        self._end_eval("test")
+        self.predictor.forget_text()
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> list[dict[str, Any]]:
         """Compact records ``{"id", "size", "scores" (C,), "raw" (C, h, w) float16}``.

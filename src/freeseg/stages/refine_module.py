@@ -5,16 +5,15 @@ the pseudo-mask Y_seg1 and W its credible pixels (Eq. 9), i.e. every pixel whose
 255. The train batch carries the labels under ``"target"`` (PseudoMaskDataModule) or ``"mask"``
 (SegmentationDataModule: the fully supervised oracle on ground truth).
 
-Evaluation: whole-image (or sliding-window) logits at the network input size, each image run
-at its own size (``"input_size"``; a batch padded to one size never feeds its padding to the
-network, :func:`~freeseg.models.segmenter.logits_per_size`), bilinearly resized to each image's
-original size, argmax → ``"pred"``. The paper configs keep the aspect ratio (mmseg's test
-pipeline, ``eval_scale`` of the datamodule). With ``crf`` also dense-CRF refined ``"pred_crf"``
-(the paper's Y_seg2 post-processing), computed beside the network in a process pool kept for
-the run (:mod:`freeseg.stages.crf_eval`). Metrics come from
-:class:`~freeseg.stages.callbacks.MeanIoUCallback` (``key="pred"`` / ``key="pred_crf"``).
-``freeseg test`` also saves a figure of the first test images (image | Y_seg2 | + CRF | ground
-truth) as ``stage2_test_grid.png`` (and ``.npz``) in the log directory.
+Evaluation: whole-image (or sliding-window) logits, each image at its own input size and then
+bilinearly resized to its original size (:func:`~freeseg.models.segmenter.eval_logits`),
+argmax → ``"pred"``; the paper configs keep the aspect ratio (``eval_scale`` of the
+datamodule). With ``crf`` also dense-CRF refined ``"pred_crf"`` (the paper's Y_seg2
+post-processing), computed beside the network in a process pool kept for the run
+(:mod:`freeseg.stages.crf_eval`). Metrics come from
+:class:`~freeseg.stages.callbacks.MeanIoUCallback` (``key="pred"`` / ``key="pred_crf"``);
+``freeseg test`` also saves the per-class IoU and a figure of the first test images in the log
+directory (:func:`~freeseg.stages.reports.report_stage2`).
 """
 
 from __future__ import annotations
@@ -24,61 +23,15 @@ from typing import Any, Literal
 import lightning.pytorch as pl
 import torch
 from jsonargparse.typing import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
-from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+from lightning.pytorch.utilities import rank_zero_warn
 
-from freeseg.data.atomic import atomic_write_text
 from freeseg.data.classes import load_classes
 from freeseg.data.transforms import IGNORE_INDEX
-from freeseg.models.segmenter import (
-    build_pspnet,
-    logits_per_size,
-    resize_logits,
-    slide_logits,
-    whole_logits,
-)
-from freeseg.ops.losses import partial_pixel_loss
-from freeseg.stages.callbacks import MeanIoUCallback, resolve
+from freeseg.models.segmenter import build_pspnet, eval_logits, slide_logits, whole_logits
+from freeseg.ops.losses import balanced_pixel_weight, foreground_fraction, partial_pixel_loss
 from freeseg.stages.crf_eval import CRFEvaluation, CRFPoolGuard
-from freeseg.stages.reports import Panel, iou_report, log_dir, save_figure
+from freeseg.stages.reports import Stage2Figure, report_stage2
 from freeseg.stages.schedules import poly, schedule_steps
-from freeseg.stages.stage1_eval import denormalize
-
-FIGURE_ROWS = 6  # test images shown in the stage-2 figure (the first ones of rank 0)
-
-
-def balanced_pixel_weight(
-    target: torch.Tensor, weight: torch.Tensor, num_classes: int, ignore_index: int = IGNORE_INDEX
-) -> torch.Tensor:
-    """Reweight credible pixels so every class present in the batch carries equal total weight.
-
-    w_c = N / (P · n_c) for the P classes present among the N credible pixels (n_c of class c),
-    so Σ weights = N as without balancing; non-credible pixels keep weight 0.
-
-    Args:
-        target: ``(B, H, W)`` int64 labels in [0, num_classes) or ``ignore_index``.
-        weight: ``(B, H, W)`` bool credible-pixel mask W.
-        num_classes: K, including background.
-
-    Returns:
-        ``(B, H, W)`` float32 weights >= 0.
-    """
-    credible = weight.bool() & (target != ignore_index)
-    counts = torch.bincount(target[credible], minlength=num_classes).float()
-    present = (counts > 0).sum().clamp_min(1)
-    per_class = torch.where(counts > 0, credible.sum() / (present * counts.clamp_min(1)), 0.0)
-    return per_class[target.clamp(0, num_classes - 1)] * credible
-
-
-def foreground_fraction(labels: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
-    """Fraction of (valid) pixels whose label is not background (0), a 0-d float tensor."""
-    fg = (labels != 0).float()
-    if valid is None:
-        return fg.mean()
-    return (fg * valid).sum() / valid.sum().clamp_min(1)
-
-
-def _as_array(panel: Any) -> Any:
-    return panel.cpu().numpy() if isinstance(panel, torch.Tensor) else panel
 
 
 class RefineModule(pl.LightningModule):
@@ -106,8 +59,8 @@ class RefineModule(pl.LightningModule):
             network input, exact when the eval transform keeps original sizes) or at the network
             ``input`` size, labels then nearest-resized.
         sliding_window, window, stride: mmseg-style sliding-window inference.
-        class_balance: weight credible pixels by :func:`balanced_pixel_weight` (against
-            collapse to background).
+        class_balance: weight credible pixels by
+            :func:`~freeseg.ops.losses.balanced_pixel_weight` (against collapse to background).
     """
 
     def __init__(
@@ -154,7 +107,7 @@ class RefineModule(pl.LightningModule):
         self.crf_eval = CRFEvaluation(crf_workers, crf_start_method, crf_size, self.crf_params)
         self._fg = torch.zeros(2)  # epoch sums of predicted / target foreground fractions
         self._steps = 0
-        self._figure: list[list[Any]] = []  # rows of (kind, array or pending CRF labels)
+        self.figure = Stage2Figure()  # the first test images (rank 0's are saved)
 
     @property
     def num_classes(self) -> int:
@@ -215,19 +168,12 @@ class RefineModule(pl.LightningModule):
         self._steps = 0
 
     def eval_logits(self, batch: dict[str, Any]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        """Logits of an evaluation batch, each image at its own input size and then resized.
-
-        Returns:
-            ``(small, per_image)``: B tensors ``(K+1, h_i, w_i)`` at the network input size
-            (``batch["input_size"]``, the whole image when absent) and B tensors
-            ``(K+1, H_i, W_i)`` at the original sizes (of ``batch["mask"]``, else ``"size"``).
-        """
-        images = batch["image"]
+        """``(small, per_image)`` logits of an evaluation batch at the network input sizes
+        (``batch["input_size"]``, else the whole image) and at the original sizes (of
+        ``batch["mask"]``, else ``"size"``): :func:`~freeseg.models.segmenter.eval_logits`."""
         masks = batch.get("mask")
         sizes = [tuple(m.shape[-2:]) for m in masks] if masks is not None else batch["size"]
-        inputs = batch.get("input_size") or [tuple(images.shape[-2:])] * len(images)
-        small = logits_per_size(self, images, inputs)
-        return small, resize_logits(small, sizes)
+        return eval_logits(self, batch["image"], sizes, batch.get("input_size"))
 
     def _eval_step(self, batch: dict[str, Any], prefix: str) -> dict[str, Any]:
         small, per_image = self.eval_logits(batch)
@@ -235,9 +181,7 @@ class RefineModule(pl.LightningModule):
         if batch.get("mask") is not None:
             out["target"] = [m.long() for m in batch["mask"]]
         if self.hparams["crf"]:
-            pairs = zip(batch["image"], small, strict=True)
-            images = [x[:, : s.shape[-2], : s.shape[-1]] for x, s in pairs]  # no padding
-            out["pred_crf"] = self.crf_eval.submit(images, small, per_image)
+            out["pred_crf"] = self.crf_eval.submit(batch["image"], small, per_image)
         fg = torch.stack([foreground_fraction(p) for p in out["pred"]]).mean()
         self.log(f"{prefix}/fg_pred", fg, batch_size=len(per_image))
         return out
@@ -248,18 +192,7 @@ class RefineModule(pl.LightningModule):
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
         out = self._eval_step(batch, "test")
         inputs = batch.get("input_size") or [tuple(batch["image"].shape[-2:])] * len(out["pred"])
-        for i in range(len(out["pred"])):
-            if len(self._figure) >= FIGURE_ROWS:
-                break
-            pred = out["pred"][i]
-            image = batch["image"][i][:, : inputs[i][0], : inputs[i][1]]
-            row: list[Any] = [("rgb", denormalize(image, tuple(pred.shape)))]
-            row += [("labels", pred.cpu().numpy())]
-            if "pred_crf" in out:
-                row += [("labels", out["pred_crf"][i])]  # resolved at the epoch's end
-            if "target" in out:
-                row += [("labels", out["target"][i].cpu().numpy())]
-            self._figure.append(row)
+        self.figure.add(batch["image"], inputs, out)
         return out
 
     def close_crf_pool(self, cancel: bool = False) -> None:
@@ -267,49 +200,13 @@ class RefineModule(pl.LightningModule):
         self.crf_eval.close(cancel=cancel)
 
     def configure_callbacks(self) -> list[pl.Callback]:
-        return [CRFPoolGuard()] if self.hparams["crf"] else []
-
-    def on_validation_epoch_start(self) -> None:
-        self.close_crf_pool(cancel=True)  # one pool per run: none left from an interrupted one
-
-    def on_validation_epoch_end(self) -> None:
-        self.close_crf_pool()  # the metric callbacks have collected the CRF labels already
-
-    def teardown(self, stage: str) -> None:
-        self.close_crf_pool(cancel=True)
+        return [CRFPoolGuard()] if self.hparams["crf"] else []  # one CRF pool per run
 
     def on_test_epoch_start(self) -> None:
-        self.close_crf_pool(cancel=True)
-        self._figure = []
+        self.figure.reset()
 
-    def on_test_epoch_end(self) -> None:
-        try:
-            self._report_test()
-        finally:
-            self.close_crf_pool()
-
-    def _report_test(self) -> None:
-        out = log_dir(self.trainer)  # a collective under DDP: every rank asks
-        if not self.trainer.is_global_zero:
-            return
-        # Metric callbacks ran their epoch end before this hook: report their per-class IoU.
-        per_class = {
-            cb.name: cb.per_class
-            for cb in self.trainer.callbacks  # type: ignore[attr-defined]
-            if isinstance(cb, MeanIoUCallback) and cb.per_class is not None
-        }
-        if per_class:
-            _, _, text = iou_report(self.classes.display_names, per_class)
-            rank_zero_info(f"\nStage 2 (test): per-class IoU of Y_seg2\n{text}\n")
-            atomic_write_text(out / "stage2_test_iou.md", text + "\n")
-        if not self._figure:
-            return
-        titles = ["image", "Y_seg2"] + ["Y_seg2 + CRF"] * bool(self.hparams["crf"])
-        titles += ["ground truth"] * (len(self._figure[0]) - len(titles))
-        rows: list[list[Panel]] = [
-            [(kind, _as_array(resolve(panel))) for kind, panel in row] for row in self._figure
-        ]
-        save_figure(out / "stage2_test_grid.png", titles, rows)
+    def on_test_epoch_end(self) -> None:  # after the metric callbacks': their IoU is known
+        report_stage2(self.trainer, self.classes.display_names, self.figure, self.hparams["crf"])
 
     def configure_optimizers(self) -> Any:
         optimizer = torch.optim.SGD(

@@ -1,4 +1,4 @@
-"""Human-readable reports: a per-class IoU table and figures of a few images.
+"""Human-readable reports: a per-class IoU table and figures of a few images, per stage.
 
 Written into the trainer's log directory (atomically) and, when a ``WandbLogger`` is
 configured, logged to it as an image and a table. A figure is saved twice: as a PNG to look
@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import lightning.pytorch as pl
 import numpy as np
@@ -21,6 +21,8 @@ from PIL import Image, ImageDraw
 
 from freeseg.data.atomic import atomic_path, atomic_write_text
 from freeseg.data.palette import colorize
+from freeseg.data.transforms import to_uint8_image
+from freeseg.stages.callbacks import MeanIoUCallback, resolve
 from freeseg.stages.stage1_eval import GridRow
 
 PANEL = 160  # side of one figure panel, pixels
@@ -174,3 +176,81 @@ def report_stage1(
             caption = "image | ITSM of the selected labels | Y_seg1 | ground truth"
             logger.log_image(f"{prefix}/stage1_grid", [grid], caption=[caption])
             logger.log_table(f"{prefix}/stage1_iou", columns=header, data=table_rows)
+
+
+class Stage2Figure:
+    """The stage-2 test figure: image | Y_seg2 | (Y_seg2 + CRF) | (ground truth) per row.
+
+    Args:
+        rows: images shown, the first ones a rank tests.
+    """
+
+    def __init__(self, rows: int = 6) -> None:
+        self.rows = rows
+        self.panels: list[list[tuple[PanelKind, Any]]] = []  # dense-CRF labels still pending
+
+    def reset(self) -> None:
+        self.panels = []
+
+    def add(
+        self, images: torch.Tensor, inputs: Sequence[tuple[int, int]], out: dict[str, Any]
+    ) -> None:
+        """Keep the first images of a test batch, until ``rows`` are kept.
+
+        Args:
+            images: ``(B, 3, H, W)`` normalised network inputs, image i in
+                ``[:, :h_i, :w_i]`` with ``inputs[i] = (h_i, w_i)``.
+            inputs: B network input sizes.
+            out: the test step's outputs: B ``"pred"`` ``(H_i, W_i)`` at the original sizes,
+                optionally ``"pred_crf"`` (dense-CRF labels, resolved when saved) and
+                ``"target"``.
+        """
+        for i, pred in enumerate(out["pred"]):
+            if len(self.panels) >= self.rows:
+                return
+            image = images[i][:, : inputs[i][0], : inputs[i][1]]
+            row: list[tuple[PanelKind, Any]] = [
+                ("rgb", to_uint8_image(image, size=tuple(pred.shape))),
+                ("labels", pred.cpu().numpy()),
+            ]
+            if "pred_crf" in out:
+                row.append(("labels", out["pred_crf"][i]))
+            if "target" in out:
+                row.append(("labels", out["target"][i].cpu().numpy()))
+            self.panels.append(row)
+
+    def save(self, path: Path, crf: bool) -> None:
+        """Write the figure (and its ``.npz``) if any image was kept; waits for the CRF."""
+        if not self.panels:
+            return
+        titles = ["image", "Y_seg2"] + ["Y_seg2 + CRF"] * crf
+        titles += ["ground truth"] * (len(self.panels[0]) - len(titles))
+        rows: list[list[Panel]] = [
+            [(kind, _as_array(resolve(panel))) for kind, panel in row] for row in self.panels
+        ]
+        save_figure(path, titles, rows)
+
+
+def _as_array(panel: Any) -> np.ndarray:
+    return panel.cpu().numpy() if isinstance(panel, torch.Tensor) else panel
+
+
+def report_stage2(trainer: pl.Trainer, names: list[str], figure: Stage2Figure, crf: bool) -> None:
+    """Save the per-class IoU of the metric callbacks and the test figure in the log dir.
+
+    Call it after the metric callbacks' epoch end (a module's ``on_test_epoch_end`` is), on
+    every rank; rank 0 writes ``stage2_test_iou.md`` and ``stage2_test_grid.png``.
+    """
+    out = log_dir(trainer)  # a collective under DDP: every rank asks
+    if not trainer.is_global_zero:
+        return
+    per_class = {
+        cb.name: cb.per_class
+        for cb in trainer.callbacks  # type: ignore[attr-defined]
+        if isinstance(cb, MeanIoUCallback) and cb.per_class is not None
+    }
+    if per_class:
+        _, _, text = iou_report(names, per_class)
+        rank_zero_info(f"\nStage 2 (test): per-class IoU of Y_seg2\n{text}\n")
+        atomic_write_text(out / "stage2_test_iou.md", text + "\n")
+    figure.save(out / "stage2_test_grid.png", crf)

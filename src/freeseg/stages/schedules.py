@@ -1,4 +1,5 @@
-"""Learning-rate schedules, stepped once per optimisation step, over an explicit step count.
+"""Learning-rate schedules, stepped once per optimisation step, over an explicit step count,
+and the weight-decay groups of the optimisers.
 
 torch's own schedulers (``CosineAnnealingLR``, ``PolynomialLR``, ``LinearLR`` chained by
 ``SequentialLR``) do the maths; this file only decides how many steps a run has
@@ -8,9 +9,11 @@ torch's own schedulers (``CosineAnnealingLR``, ``PolynomialLR``, ``LinearLR`` ch
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from typing import Any
 
 import torch
+from torch import nn
 from torch.optim.lr_scheduler import (
     CosineAnnealingLR,
     LinearLR,
@@ -25,6 +28,20 @@ _NO_LENGTH = (
     "set: set trainer.max_steps, or give the image-text data an epoch length with "
     "data.init_args.image_text.init_args.epoch_size (samples per epoch, all ranks together)"
 )
+
+
+def decay_groups(params: Iterable[nn.Parameter], weight_decay: float) -> list[dict[str, Any]]:
+    """Optimiser parameter groups with weight decay on matrices only (CLIP, DINO).
+
+    Trainable parameters with two or more dimensions decay by ``weight_decay``; gains, biases
+    and temperatures (fewer dimensions) do not; frozen parameters are left out. The order of
+    ``params`` is kept within each group.
+    """
+    trainable = [p for p in params if p.requires_grad]
+    return [
+        {"params": [p for p in trainable if p.ndim >= 2], "weight_decay": weight_decay},
+        {"params": [p for p in trainable if p.ndim < 2], "weight_decay": 0.0},
+    ]
 
 
 def schedule_steps(trainer: Any) -> int:

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from freeseg.data.segsets import image_labels
-from freeseg.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from freeseg.data.transforms import to_uint8_image
 from freeseg.metrics import MeanIoU
 from freeseg.ops.clustering import ClusterMethod, cluster_segmentation
 from freeseg.ops.first_stage import PartialLabelConfig, first_stage_from_itsm
@@ -55,15 +55,6 @@ class Stage1Result:
     mean: dict[str, float] = field(default_factory=dict)
     per_class: dict[str, Tensor] = field(default_factory=dict)
     rows: list[GridRow] = field(default_factory=list)
-
-
-def denormalize(image: Tensor, size: tuple[int, int]) -> np.ndarray:
-    """Network input ``(3, S, S)`` (ImageNet-normalised) → ``(H, W, 3)`` uint8 at ``size``."""
-    mean = torch.tensor(IMAGENET_MEAN, device=image.device)[:, None, None]
-    std = torch.tensor(IMAGENET_STD, device=image.device)[:, None, None]
-    rgb = (image.float() * std + mean).clamp(0, 1)[None]
-    rgb = torch.nn.functional.interpolate(rgb, size=size, mode="bilinear", align_corners=False)
-    return (rgb[0].permute(1, 2, 0) * 255).round().byte().cpu().numpy()
 
 
 class Stage1Evaluation(nn.Module):
@@ -129,7 +120,7 @@ class Stage1Evaluation(nn.Module):
                 self.tokens.append(tokens[i].detach().half().cpu())
             if len(self.images) < self.shown:
                 size = (int(target.shape[0]), int(target.shape[1]))
-                self.images.append(denormalize(images[i], size))
+                self.images.append(to_uint8_image(images[i], size=size))
 
     def local_scores(self) -> Tensor:
         """``(N, C)`` scores of the records of this rank."""
