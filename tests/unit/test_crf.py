@@ -10,7 +10,7 @@ from concurrent.futures import ProcessPoolExecutor
 import numpy as np
 import pytest
 
-from freeseg.ops.crf import DenseCRFPool, dense_crf, dense_crf_batch
+from freeseg.ops.crf import DenseCRFPool, dense_crf
 
 
 def _halves(h: int = 24, w: int = 48) -> tuple[np.ndarray, np.ndarray]:
@@ -68,19 +68,6 @@ def test_one_pixel_island_in_a_flat_region_is_removed():
     np.testing.assert_array_equal(dense_crf(image, _one_hot(labels, 3)), truth)
 
 
-def test_shapes_dtypes_and_batch_matches_serial():
-    image, truth = _halves(16, 20)
-    probs = [_noisy_probs(truth, 0.7, s) for s in range(3)]
-    images = [image] * 3
-    serial = dense_crf_batch(images, probs, workers=1)
-    parallel = dense_crf_batch(images, probs, workers=2)
-    for a, b, p in zip(serial, parallel, probs, strict=True):
-        assert a.shape == (16, 20) and a.dtype == np.int64
-        assert a.min() >= 0 and a.max() < p.shape[0]
-        np.testing.assert_array_equal(a, b)
-        np.testing.assert_array_equal(a, dense_crf(image, p))
-
-
 def test_bad_inputs_name_the_argument():
     image, truth = _halves(8, 8)
     probs = _one_hot(truth, 2)
@@ -92,10 +79,8 @@ def test_bad_inputs_name_the_argument():
         dense_crf(image.astype(np.float32), probs)
     with pytest.raises(ValueError, match="iterations"):
         dense_crf(image, probs, iterations=0)
-    with pytest.raises(ValueError, match="probs"):
-        dense_crf_batch([image, image], [probs], workers=1)
-    with pytest.raises(ValueError, match="probs"):
-        dense_crf_batch([image], [probs[:, :3]], workers=2)
+    with DenseCRFPool(workers=2) as pool, pytest.raises(ValueError, match="probs"):
+        pool.submit(image, probs[:, :3])  # refused in the caller, before any worker
 
 
 class _RecordingExecutor(ProcessPoolExecutor):
@@ -145,7 +130,9 @@ def test_pool_labels_equal_in_process_dense_crf_exactly(recording_pool):
 def test_pool_workers_start_without_fork(recording_pool):
     image, truth = _halves(8, 10)
     probs = [_noisy_probs(truth, 0.7, s) for s in range(2)]
-    dense_crf_batch([image, image], probs, workers=2)
+    with DenseCRFPool(workers=2) as pool:
+        labels = [future.result() for future in [pool.submit(image, p) for p in probs]]
+    assert all(label.shape == (8, 10) for label in labels)
     assert recording_pool and "fork" not in recording_pool  # forkserver or spawn
 
 

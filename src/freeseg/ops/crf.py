@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import multiprocessing
 import multiprocessing.context
-from collections.abc import Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from typing import Any, Literal
 
@@ -29,7 +28,7 @@ import numpy as np
 import pydensecrf.densecrf as dcrf
 from pydensecrf.utils import unary_from_softmax
 
-__all__ = ["DenseCRFPool", "dense_crf", "dense_crf_batch"]
+__all__ = ["DenseCRFPool", "dense_crf"]
 
 StartMethod = Literal["forkserver", "spawn"]
 
@@ -189,37 +188,3 @@ class DenseCRFPool:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close(cancel=exc_info[0] is not None)
-
-
-def dense_crf_batch(
-    images: Sequence[np.ndarray],
-    probs: Sequence[np.ndarray],
-    workers: int = 2,
-    start_method: StartMethod = "forkserver",
-    **params: Any,
-) -> list[np.ndarray]:
-    """:func:`dense_crf` on many images, in ``workers`` processes (in-process when ``workers``
-    is 0 or 1, or for a single image), through a :class:`DenseCRFPool` closed before returning.
-
-    Args:
-        images: N arrays ``(H_i, W_i, 3)`` uint8.
-        probs: N arrays ``(K, H_i, W_i)`` float.
-        workers: worker processes.
-        start_method: see :class:`DenseCRFPool`.
-        **params: keyword settings of :func:`dense_crf`.
-
-    Returns:
-        N arrays ``(H_i, W_i)`` int64, in input order.
-    """
-    if len(images) != len(probs):
-        raise ValueError(f"probs must hold one array per image ({len(images)}), got {len(probs)}")
-    pairs = [
-        (np.asarray(i), np.asarray(p, dtype=np.float32)) for i, p in zip(images, probs, strict=True)
-    ]
-    for image, prob in pairs:  # every input checked before any work starts
-        _check_inputs(image, prob)
-    workers = min(workers, len(pairs))
-    workers = 0 if workers <= 1 else workers
-    with DenseCRFPool(workers, start_method, max_pending=len(pairs) or 1, **params) as pool:
-        futures = [pool.submit(image, prob) for image, prob in pairs]
-        return [future.result() for future in futures]
