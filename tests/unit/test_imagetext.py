@@ -6,6 +6,7 @@ import io
 import json
 import logging
 import tarfile
+from collections import Counter
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -125,6 +126,63 @@ def test_two_workers_split_shards_every_sample_once(shards):
     keys, _ = _collect(dm.train_dataloader())
     assert sorted(keys) == sorted(good)
     assert dm.skip_report()["epoch"] == 2
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("workers", [0, 2])
+def test_shuffle_order_is_fixed_by_seed_and_epoch(shards, workers):
+    """Two epochs of one loader: each good sample once an epoch, in an order that changes from
+    the first epoch to the second, that another loader of the same seed repeats whatever torch's
+    global generator holds, and that another seed changes; a loader made at the trainer's
+    epoch 1 (a resumed run) starts with the second epoch's order."""
+    root, good = shards
+
+    def two_epochs(seed: int, torch_seed: int, trainer_epoch: int = 0) -> list[list[str]]:
+        torch.manual_seed(torch_seed)
+        dm = _module(root, num_workers=workers, shuffle_buffer=4, batch_size=2, seed=seed)
+        module = SimpleNamespace(tokenizer=dm.tokenizer)
+        dm.trainer = SimpleNamespace(
+            current_epoch=trainer_epoch, world_size=1, lightning_module=module
+        )
+        loader = dm.train_dataloader()
+        return [_collect(loader)[0] for _ in range(2)]
+
+    first, again, other = two_epochs(0, 0), two_epochs(0, 1), two_epochs(1, 0)
+    assert all(sorted(keys) == sorted(good) for keys in first + other)
+    assert first[0] != first[1]
+    assert again == first
+    assert other[0] != first[0]
+    assert two_epochs(0, 2, trainer_epoch=1)[0] == first[1]
+
+
+@pytest.mark.timeout(60)
+def test_each_rank_and_worker_reads_its_own_shards(tmp_path, monkeypatch):
+    """4 shards, 2 ranks of 2 workers: rank r reads shards r and r + 2 (``split_by_node``), one
+    per worker (``split_by_worker``). An epoch of 24 samples gives each rank 6 batches of 2, 3
+    from each worker cycling its 3-sample shard: every key of the rank's shards twice."""
+    rng = np.random.default_rng(1)
+    for shard in range(4):
+        samples = [
+            {"key": f"s{shard}-{i}".encode(), "jpg": _image_bytes(rng), "txt": b"a cat"}
+            for i in range(3)
+        ]
+        _write_shard(tmp_path / f"shard-{shard:06d}.tar", samples)
+    monkeypatch.setenv("WORLD_SIZE", "2")  # webdataset's rank lookup reads RANK and WORLD_SIZE
+    for rank in range(2):
+        monkeypatch.setenv("RANK", str(rank))
+        dm = ImageTextDataModule(
+            str(tmp_path / "shard-*.tar"),
+            batch_size=2,
+            num_workers=2,
+            image_size=16,
+            shuffle_buffer=0,
+            epoch_size=24,
+        )
+        dm.trainer = SimpleNamespace(world_size=2, lightning_module=SimpleNamespace(tokenizer=None))
+        dm.setup("fit")
+        keys, batches = _collect(dm.train_dataloader())
+        assert len(batches) == 6
+        assert Counter(keys) == {f"s{s}-{i}": 2 for s in (rank, rank + 2) for i in range(3)}
 
 
 def test_epoch_size_fixes_the_number_of_batches(shards):
