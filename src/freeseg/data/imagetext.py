@@ -11,16 +11,16 @@ markers on the next usable sample so that ``wds.batched`` (inside the worker pip
 in that sample's batch, :class:`ImageTextCollate` folds them into the batch's ``skipped`` /
 ``skipped_examples`` fields, and :class:`ImageTextLoader`, in the main process, adds them to a
 :class:`SkipTally` and logs a line when the epoch ends. A worker whose stream ends with markers
-only emits a marker-only batch (no ``"image"`` key) that the loader counts and drops.
-
-Shards and samples are shuffled by webdataset's ``detshuffle``, seeded with ``seed`` + the
-epoch: the order changes every epoch and is the same for the same seed and epoch.
+only emits a marker-only batch (no ``"image"`` key) that the loader counts and drops. Shards
+(:class:`WorkerShards`) and samples (``wds.detshuffle``) are shuffled from the seed and the epoch.
 """
 
 from __future__ import annotations
 
 import io
+import itertools
 import logging
+import random
 import tarfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -120,12 +120,8 @@ class ImageTextCollate:
 
 
 def attach_skips(samples: Iterator[dict[str, Any] | Skip]) -> Iterator[dict[str, Any]]:
-    """Hang the Skip markers on the next decoded sample, under ``"skips"``.
-
-    ``wds.batched`` then counts only usable samples towards a batch and carries the skips into
-    it (it cannot tell a marker from a sample); markers at the end of the stream form one item of
-    their own, ``{"skips": [...]}``.
-    """
+    """Hang the Skip markers on the next decoded sample (``"skips"``), so that ``wds.batched``
+    counts usable samples only; markers ending the stream form one item, ``{"skips": [...]}``."""
     skips: list[Skip] = []
     for sample in samples:
         if isinstance(sample, Skip):
@@ -138,14 +134,16 @@ def attach_skips(samples: Iterator[dict[str, Any] | Skip]) -> Iterator[dict[str,
 
 
 def set_shuffle_epoch(pipeline: wds.DataPipeline, epoch: int) -> None:
-    """Seed the next pass of ``pipeline``'s ``wds.detshuffle`` stages with ``seed + epoch``.
+    """Shuffle the next pass of ``pipeline`` as epoch ``epoch`` (shards and samples).
 
-    A detshuffle stage counts its own passes, but a DataLoader worker starts every epoch from a
-    fresh copy of the main process's pipeline: without this, every epoch would repeat epoch 0.
+    ``wds.detshuffle`` counts its own passes, but a DataLoader worker starts each epoch from a
+    fresh copy of the main process's pipeline: without this, every epoch would replay epoch 0.
     """
     for stage in pipeline.pipeline:
         if isinstance(stage, wds.detshuffle):
-            stage.epoch = epoch - 1  # run() increments it before seeding
+            stage.epoch = epoch - 1  # run() increments it before seeding with seed + epoch
+        elif isinstance(stage, WorkerShards):
+            stage.epoch = epoch
 
 
 class ShardLosses:
@@ -199,8 +197,12 @@ class ShardLosses:
 
 # Ours, not DataPipeline.repeat (it restarts the whole pipeline each pass: a partial batch at each
 # pass end, and broken samples repeat forever) nor ResampledShards (no per-rank/worker split).
-class CyclingShards:
-    """``wds.split_by_worker``, then cycle this worker's shards forever (no shard: nothing).
+class WorkerShards:
+    """``wds.split_by_worker``, then this worker's shards once, or cycled forever (none: nothing).
+
+    Each pass reads every shard once, in an order drawn from ``seed``, the epoch and the pass
+    (list order without ``shuffle``); not by ``wds.detshuffle``, whose buffer reads into the next
+    pass and so fired the read-nothing guard below on a worker with under min(100, all) shards.
 
     Cycling below the sample level lets batches run across passes, so none is left partial.
     Two guards end what would otherwise cycle forever, naming the shards: :meth:`count`, right
@@ -209,13 +211,20 @@ class CyclingShards:
     among the first ``ALL_BROKEN_PASSES`` passes' worth (plus the shuffle buffer).
 
     Args:
+        cycle: cycle the shards forever (else one pass).
+        shuffle: a new shard order every pass (else list order).
+        seed: the shard shuffle seed.
         shuffle_buffer: the sample shuffle buffer between reading and decoding.
     """
 
     ALL_BROKEN_PASSES = 20  # a usable sample per pass is missed this long with p < e^-20
 
-    def __init__(self, shuffle_buffer: int = 0) -> None:
+    def __init__(
+        self, cycle: bool = False, shuffle: bool = False, seed: int = 0, shuffle_buffer: int = 0
+    ) -> None:
+        self.cycle, self.shuffle, self.seed = cycle, shuffle, seed
         self.shuffle_buffer = shuffle_buffer
+        self.epoch = 0
         self.read = 0
         self.pass_size: int | None = None
         self.good = self.broken = 0
@@ -224,9 +233,14 @@ class CyclingShards:
     def __call__(self, urls: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
         mine = list(wds.split_by_worker(urls))
         self.names = ", ".join(str(url["url"]) for url in mine)
-        while mine:
+        for pass_index in itertools.count():
+            order = [dict(url) for url in mine]  # copies: the opener stage mutates the dicts
+            if self.shuffle:
+                random.Random(f"{self.seed}-{self.epoch}-{pass_index}").shuffle(order)
             before = self.read
-            yield from (dict(url) for url in mine)  # copies: the opener stage mutates the dicts
+            yield from order
+            if not (self.cycle and mine):
+                return
             if self.read == before:  # pulled again only once the last shard was read through
                 raise RuntimeError(f"a full pass over the shards {self.names} read no sample")
             self.pass_size = self.pass_size or self.read - before
@@ -267,7 +281,7 @@ def build_imagetext_pipeline(
     Args:
         urls: shard paths, in a fixed order (every rank must see the same list).
         shuffle_buffer: sample shuffle buffer; 0 = no shuffle (shard order shuffled neither).
-        seed: shuffle seed; a pass shuffles with ``seed + epoch`` (:func:`set_shuffle_epoch`).
+        seed: shuffle seed, combined with the epoch (:func:`set_shuffle_epoch`).
         batches_per_worker: None = one pass over this worker's shards; else cycle the shards
             and stop after this many batches (use with :class:`ImageTextLoader`'s ``num_batches``).
         captions: False reads the images alone (see `decode_sample`).
@@ -276,27 +290,24 @@ def build_imagetext_pipeline(
         An IterableDataset of batch dicts (see :class:`ImageTextCollate`), to be loaded with
         ``DataLoader(batch_size=None)``.
     """
-    cycling, losses = CyclingShards(shuffle_buffer), ShardLosses()
+    cycle = batches_per_worker is not None
+    shards, losses = WorkerShards(cycle, shuffle_buffer > 0, seed, shuffle_buffer), ShardLosses()
     dataset = wds.WebDataset(
         urls,
-        shardshuffle=len(urls) if shuffle_buffer > 0 else False,
-        detshuffle=True,  # seed + epoch (set_shuffle_epoch)
+        shardshuffle=False,  # WorkerShards orders the shards
         nodesplitter=wds.split_by_node,
-        workersplitter=wds.split_by_worker if batches_per_worker is None else cycling,
+        workersplitter=shards,
         empty_check=False,
         handler=losses.handler,  # an unreadable shard or tar member: warn, count, go on
-        seed=seed,
-    ).compose(cycling.count)
+    ).compose(shards.count)
     dataset = dataset.compose(losses.markers)
     if shuffle_buffer > 0:
         dataset = dataset.compose(wds.detshuffle(shuffle_buffer, initial=shuffle_buffer, seed=seed))
     dataset = dataset.map(partial(decode_sample, transform=transform, captions=captions))
-    if batches_per_worker is not None:
-        dataset = dataset.compose(cycling.count_decoded)
+    if cycle:
+        dataset = dataset.compose(shards.count_decoded)
     dataset = dataset.compose(attach_skips).batched(batch_size, collation_fn=collate)
-    if batches_per_worker is not None:
-        dataset = dataset.with_epoch(batches_per_worker)
-    return dataset
+    return dataset.with_epoch(batches_per_worker) if cycle else dataset
 
 
 @dataclass
@@ -347,7 +358,7 @@ class ImageTextLoader:
             None = until the loader is exhausted, and ``len()`` is undefined.
         source: the shards read, for the error raised when a pass yields no batch at all.
         epoch: the number of the next pass, counted up by each: a loader over a webdataset
-            pipeline shuffles it as ``seed + epoch`` (:func:`set_shuffle_epoch`).
+            pipeline shuffles it as this epoch (:func:`set_shuffle_epoch`).
     """
 
     def __init__(
