@@ -6,16 +6,18 @@ import io
 import json
 import logging
 import tarfile
+from collections import Counter
 from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
+import webdataset as wds
 from PIL import Image
 
 from freeseg.data.datamodules import ImageTextDataModule
-from freeseg.data.imagetext import Skip, decode_sample
+from freeseg.data.imagetext import Skip, WorkerShards, decode_sample, set_shuffle_epoch
 from freeseg.data.shards import count_samples, expand_shards
 
 CONTEXT = 8
@@ -125,6 +127,92 @@ def test_two_workers_split_shards_every_sample_once(shards):
     keys, _ = _collect(dm.train_dataloader())
     assert sorted(keys) == sorted(good)
     assert dm.skip_report()["epoch"] == 2
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("workers", [0, 2])
+def test_shuffle_order_is_fixed_by_seed_and_epoch(shards, workers):
+    """Two epochs of one loader: each good sample once an epoch, in an order that changes from
+    the first epoch to the second, that another loader of the same seed repeats whatever torch's
+    global generator holds, and that another seed changes; a loader made at the trainer's
+    epoch 1 (a resumed run) starts with the second epoch's order."""
+    root, good = shards
+
+    def two_epochs(seed: int, torch_seed: int, trainer_epoch: int = 0) -> list[list[str]]:
+        torch.manual_seed(torch_seed)
+        dm = _module(root, num_workers=workers, shuffle_buffer=4, batch_size=2, seed=seed)
+        module = SimpleNamespace(tokenizer=dm.tokenizer)
+        dm.trainer = SimpleNamespace(
+            current_epoch=trainer_epoch, world_size=1, lightning_module=module
+        )
+        loader = dm.train_dataloader()
+        return [_collect(loader)[0] for _ in range(2)]
+
+    first, again, other = two_epochs(0, 0), two_epochs(0, 1), two_epochs(1, 0)
+    assert all(sorted(keys) == sorted(good) for keys in first + other)
+    assert first[0] != first[1]
+    assert again == first
+    assert other[0] != first[0]
+    assert two_epochs(0, 2, trainer_epoch=1)[0] == first[1]
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("shuffle_buffer", [0, 4])
+def test_each_rank_and_worker_reads_its_own_shards(tmp_path, monkeypatch, shuffle_buffer):
+    """4 shards, 2 ranks of 2 workers: rank r reads shards r and r + 2 (``split_by_node``), one
+    per worker (``split_by_worker``). An epoch of 24 samples gives each rank 6 batches of 2, 3
+    from each worker cycling its 3-sample shard: unshuffled, every key of the rank's shards
+    twice; shuffled (each worker holding fewer shards than there are), keys of those alone."""
+    rng = np.random.default_rng(1)
+    for shard in range(4):
+        samples = [
+            {"key": f"s{shard}-{i}".encode(), "jpg": _image_bytes(rng), "txt": b"a cat"}
+            for i in range(3)
+        ]
+        _write_shard(tmp_path / f"shard-{shard:06d}.tar", samples)
+    monkeypatch.setenv("WORLD_SIZE", "2")  # webdataset's rank lookup reads RANK and WORLD_SIZE
+    for rank in range(2):
+        monkeypatch.setenv("RANK", str(rank))
+        dm = ImageTextDataModule(
+            str(tmp_path / "shard-*.tar"),
+            batch_size=2,
+            num_workers=2,
+            image_size=16,
+            shuffle_buffer=shuffle_buffer,
+            epoch_size=24,
+        )
+        dm.trainer = SimpleNamespace(world_size=2, lightning_module=SimpleNamespace(tokenizer=None))
+        dm.setup("fit")
+        keys, batches = _collect(dm.train_dataloader())
+        assert len(batches) == 6 and all(len(b["key"]) == 2 for b in batches)
+        mine = {f"s{s}-{i}": 2 for s in (rank, rank + 2) for i in range(3)}
+        if shuffle_buffer:
+            assert set(keys) <= set(mine)
+        else:
+            assert Counter(keys) == mine
+
+
+def test_worker_shards_read_a_new_permutation_every_pass_and_epoch():
+    """Cycled and shuffled, every pass is a permutation of the shards, passes differ, the same
+    seed and epoch (set through set_shuffle_epoch) repeat them and another epoch changes them;
+    unshuffled one pass in list order, then the end."""
+    urls = [{"url": f"u{i}"} for i in range(6)]
+
+    def passes(epoch: int, **kwargs) -> list[list[str]]:
+        shards = WorkerShards(**{"cycle": True, "shuffle": True, "seed": 5, **kwargs})
+        set_shuffle_epoch(wds.DataPipeline(shards), epoch)
+        stream, out = shards(iter(urls)), []
+        for _ in range(3 if shards.cycle else 1):
+            out.append([next(stream)["url"] for _ in urls])
+            shards.read += 1  # a sample read in each pass
+        assert shards.cycle or next(stream, None) is None
+        return out
+
+    first = passes(0)
+    assert all(sorted(order) == [u["url"] for u in urls] for order in first)
+    assert len({tuple(order) for order in first}) == 3
+    assert passes(0) == first and passes(1) != first and passes(0, seed=6) != first
+    assert passes(0, cycle=False, shuffle=False) == [[u["url"] for u in urls]]
 
 
 def test_epoch_size_fixes_the_number_of_batches(shards):

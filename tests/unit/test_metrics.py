@@ -66,6 +66,41 @@ def test_mean_iou_vs_numpy_and_batching() -> None:
     assert rank0.compute().item() == pytest.approx(ref, rel=1e-6)
 
 
+def test_mean_iou_state_is_the_confusion_matrix_of_numpy() -> None:
+    """Random labels with ignored pixels and two classes absent from both sides: the state is
+    numpy's confusion matrix (target rows, prediction columns), per_class its IoU with NaN for
+    the absent classes, compute() their nanmean; one class (K = 1) counts too."""
+    rng = np.random.default_rng(7)
+    k = 7
+    pred = rng.choice([0, 1, 2, 4, 6], size=(3, 9, 11))  # 3 and 5 never predicted
+    target = rng.choice([0, 1, 2, 4, 6], size=(3, 9, 11))  # nor in the ground truth
+    target[rng.random(target.shape) < 0.25] = 255
+    pred[target == 255] = rng.integers(0, k, size=int((target == 255).sum()))  # ignored anyway
+    keep = target != 255
+    conf = np.zeros((k, k), np.int64)
+    np.add.at(conf, (target[keep], pred[keep]), 1)
+    inter = np.diag(conf).astype(np.float64)
+    union = conf.sum(0) + conf.sum(1) - inter
+    with np.errstate(invalid="ignore"):
+        iou = np.where(union > 0, inter / union, np.nan)
+    metric = MeanIoU(num_classes=k)
+    for b in range(3):
+        metric.update(torch.from_numpy(pred[b : b + 1]), torch.from_numpy(target[b : b + 1]))
+    assert metric.confmat.dtype == torch.int64
+    np.testing.assert_array_equal(metric.confmat.numpy(), conf)
+    per_class = metric.per_class()
+    assert per_class.dtype == torch.float32 and per_class.shape == (k,)
+    np.testing.assert_allclose(per_class.numpy(), iou, rtol=1e-6, equal_nan=True)
+    assert np.isnan(iou[[3, 5]]).all() and not np.isnan(iou[[0, 1, 2, 4, 6]]).any()
+    assert metric.compute().item() == pytest.approx(float(np.nanmean(iou)), rel=1e-6)
+    metric.reset()
+    with pytest.warns(UserWarning, match="called before the ``update``"):
+        assert metric.confmat.sum() == 0 and math.isnan(metric.compute().item())
+    one = MeanIoU(num_classes=1)
+    one.update(torch.zeros(1, 2, 2, dtype=torch.long), torch.tensor([[[0, 255], [0, 0]]]))
+    assert one.confmat.tolist() == [[3]] and one.compute().item() == 1.0
+
+
 def test_mean_iou_bad_values() -> None:
     metric = MeanIoU(num_classes=3)
     with pytest.raises(ValueError, match="pred values"):

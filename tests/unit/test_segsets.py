@@ -209,6 +209,34 @@ def test_train_transform_shapes_and_labels():
     assert (mask_t[20:] == 255).all() and (img_t[:, :, 30:] == 0).all()
 
 
+def test_train_transform_scales_the_image_itself_and_draws_alike_without_a_mask():
+    """Scale 2 of a 20×30 image into a 64² crop: the mask is the label map's 2× nearest
+    upsampling (np.kron) at the top-left, 255 on the padding, and the colours of the bilinear
+    image agree with it; without a mask the same draws give the same image."""
+    image, label = _colour_coded(20, 30, cell=5, seed=3)
+    torch.manual_seed(0)
+    img_t, mask_t = SegTrainTransform(crop=64, scale_range=(2.0, 2.0), flip=False)(image, label)
+    assert img_t.dtype == torch.float32 and img_t.shape == (3, 64, 64)
+    assert mask_t.dtype == torch.int64 and type(mask_t) is torch.Tensor
+    expected = np.full((64, 64), 255)
+    expected[:40, :60] = np.kron(label, np.ones((2, 2), np.int64))
+    np.testing.assert_array_equal(mask_t.numpy(), expected)
+    pure = _pure_labels(img_t)
+    np.testing.assert_array_equal(pure == -2, expected == 255)
+    assert (pure >= 0).sum() > 0.5 * 40 * 60
+    np.testing.assert_array_equal(expected[pure >= 0], pure[pure >= 0])
+    transform = SegTrainTransform(crop=24, scale_range=(0.5, 2.0))
+    for seed in range(6):
+        torch.manual_seed(seed)
+        alone, none = transform(image, None)
+        torch.manual_seed(seed)
+        with_mask, _ = transform(image, label)
+        assert none is None and torch.equal(alone, with_mask)
+    for bad in [(0.0, 1.0), (2.0, 1.0)]:
+        with pytest.raises(ValueError, match=r"scale_range must satisfy 0 < low <= high"):
+            SegTrainTransform(scale_range=bad)
+
+
 @pytest.mark.parametrize("seed", range(40))
 def test_train_transform_keeps_image_and_mask_aligned(seed):
     """Random scale, crop and flip move image and mask together: wherever the transformed image

@@ -56,7 +56,8 @@ class ImageTextDataModule(L.LightningDataModule):
         crop_scale_min: RandomResizedCrop lower area bound.
         shuffle_buffer: sample shuffle buffer per worker (training).
         epoch_size: samples per epoch (None: one pass, see above).
-        seed: shard/sample shuffle seed.
+        seed: shard/sample shuffle seed; epoch e shuffles with ``seed + e`` (the same order for
+            the same seed and epoch, another each epoch).
         captions: False reads the images alone (self-supervised stage 0a on images without
             captions): a sample without ``.txt`` is then kept, with an empty caption.
 
@@ -116,7 +117,9 @@ class ImageTextDataModule(L.LightningDataModule):
         self, pipeline: Any, tally: SkipTally, num_batches: int | None, source: str
     ) -> ImageTextLoader:
         loader = DataLoader(pipeline, batch_size=None, num_workers=self.num_workers)
-        return ImageTextLoader(loader, tally, num_batches, source)
+        # the trainer's epoch, so that a resumed run shuffles its epochs as the first run did
+        epoch = int(getattr(self.trainer, "current_epoch", 0))
+        return ImageTextLoader(loader, tally, num_batches, source, epoch=epoch)
 
     def train_dataloader(self) -> ImageTextLoader:
         if not self.train_urls:

@@ -6,11 +6,13 @@ shard, whose ``"successes"`` is the number of samples in it.
 
 Broken samples (undecodable image, missing/empty/non-UTF-8 caption) are skipped and counted,
 never fatal. Workers cannot share Python counters, so the skip record travels with the data:
-decoding turns a broken sample into a :class:`Skip` marker, batching (done inside the worker
-pipeline) folds the markers into the next batch's ``skipped`` / ``skipped_examples`` fields, and
-:class:`ImageTextLoader`, in the main process, adds them to a :class:`SkipTally` and logs a line
-when the epoch ends. A worker whose stream ends with markers only emits a marker-only batch
-(no ``"image"`` key) that the loader counts and drops.
+decoding turns a broken sample into a :class:`Skip` marker, :func:`attach_skips` hangs the
+markers on the next usable sample so that ``wds.batched`` (inside the worker pipeline) puts them
+in that sample's batch, :class:`ImageTextCollate` folds them into the batch's ``skipped`` /
+``skipped_examples`` fields, and :class:`ImageTextLoader`, in the main process, adds them to a
+:class:`SkipTally` and logs a line when the epoch ends. A worker whose stream ends with markers
+only emits a marker-only batch (no ``"image"`` key) that the loader counts and drops. Shards
+(:class:`WorkerShards`) and samples (``wds.detshuffle``) are shuffled from the seed and the epoch.
 """
 
 from __future__ import annotations
@@ -88,7 +90,7 @@ def decode_sample(
 
 
 class ImageTextCollate:
-    """Samples + pending skips → one batch dict.
+    """Items of :func:`attach_skips` → one batch dict (``wds.batched``'s ``collation_fn``).
 
     Args:
         tokenizer: list of B captions → ``(B, L)`` int64 token ids; None: no ``input_ids``.
@@ -97,10 +99,12 @@ class ImageTextCollate:
     def __init__(self, tokenizer: Tokenizer | None) -> None:
         self.tokenizer = tokenizer
 
-    def __call__(self, samples: list[dict[str, Any]], skips: list[Skip]) -> dict[str, Any]:
+    def __call__(self, items: list[dict[str, Any]]) -> dict[str, Any]:
         """Returns ``{"image": (B, 3, S, S), "input_ids": (B, L) int64, "caption": [B],
         "key": [B], "skipped": int, "skipped_examples": [str]}``; without samples only the last two.
         """
+        skips = [skip for item in items for skip in item["skips"]]
+        samples = [item for item in items if "image" in item]
         batch: dict[str, Any] = {
             "skipped": sum(skip.count for skip in skips),
             "skipped_examples": [str(skip) for skip in skips[:MAX_EXAMPLES]],
@@ -115,45 +119,31 @@ class ImageTextCollate:
         return batch
 
 
-def batch_with_skips(
-    samples: Iterator[dict[str, Any] | Skip], batch_size: int, collate: ImageTextCollate
-) -> Iterator[dict[str, Any]]:
-    """Group decoded samples into batches, folding Skip markers into the next batch."""
-    batch: list[dict[str, Any]] = []
+def attach_skips(samples: Iterator[dict[str, Any] | Skip]) -> Iterator[dict[str, Any]]:
+    """Hang the Skip markers on the next decoded sample (``"skips"``), so that ``wds.batched``
+    counts usable samples only; markers ending the stream form one item, ``{"skips": [...]}``."""
     skips: list[Skip] = []
     for sample in samples:
         if isinstance(sample, Skip):
             skips.append(sample)
             continue
-        batch.append(sample)
-        if len(batch) == batch_size:
-            yield collate(batch, skips)
-            batch, skips = [], []
-    if batch or skips:
-        yield collate(batch, skips)
+        yield {**sample, "skips": skips}
+        skips = []
+    if skips:
+        yield {"skips": skips}
 
 
-_PASS = itertools.count()
+def set_shuffle_epoch(pipeline: wds.DataPipeline, epoch: int) -> None:
+    """Shuffle the next pass of ``pipeline`` as epoch ``epoch`` (shards and samples).
 
-
-def reseeded_shuffle(samples: Iterator[Any], bufsize: int, seed: int) -> Iterator[Any]:
-    """Buffer shuffle whose order changes every pass yet is reproducible.
-
-    The RNG is seeded from ``seed``, ``torch.initial_seed()`` (in a DataLoader worker: a fresh
-    base seed drawn from the main process's seeded generator at each epoch, plus the worker id)
-    and a per-process pass counter (for ``num_workers=0``).
+    ``wds.detshuffle`` counts its own passes, but a DataLoader worker starts each epoch from a
+    fresh copy of the main process's pipeline: without this, every epoch would replay epoch 0.
     """
-    rng = random.Random(f"{seed}-{torch.initial_seed()}-{next(_PASS)}")
-    buf: list[Any] = []
-    for sample in samples:
-        if len(buf) < bufsize:
-            buf.append(sample)
-            continue
-        idx = rng.randrange(bufsize)
-        yield buf[idx]
-        buf[idx] = sample
-    rng.shuffle(buf)
-    yield from buf
+    for stage in pipeline.pipeline:
+        if isinstance(stage, wds.detshuffle):
+            stage.epoch = epoch - 1  # run() increments it before seeding with seed + epoch
+        elif isinstance(stage, WorkerShards):
+            stage.epoch = epoch
 
 
 class ShardLosses:
@@ -205,8 +195,14 @@ class ShardLosses:
         yield from self._finish(keep="")
 
 
-class CyclingShards:
-    """``wds.split_by_worker``, then cycle this worker's shards forever (no shard: nothing).
+# Ours, not DataPipeline.repeat (it restarts the whole pipeline each pass: a partial batch at each
+# pass end, and broken samples repeat forever) nor ResampledShards (no per-rank/worker split).
+class WorkerShards:
+    """``wds.split_by_worker``, then this worker's shards once, or cycled forever (none: nothing).
+
+    Each pass reads every shard once, in an order drawn from ``seed``, the epoch and the pass
+    (list order without ``shuffle``); not by ``wds.detshuffle``, whose buffer reads into the next
+    pass and so fired the read-nothing guard below on a worker with under min(100, all) shards.
 
     Cycling below the sample level lets batches run across passes, so none is left partial.
     Two guards end what would otherwise cycle forever, naming the shards: :meth:`count`, right
@@ -215,13 +211,20 @@ class CyclingShards:
     among the first ``ALL_BROKEN_PASSES`` passes' worth (plus the shuffle buffer).
 
     Args:
+        cycle: cycle the shards forever (else one pass).
+        shuffle: a new shard order every pass (else list order).
+        seed: the shard shuffle seed.
         shuffle_buffer: the sample shuffle buffer between reading and decoding.
     """
 
     ALL_BROKEN_PASSES = 20  # a usable sample per pass is missed this long with p < e^-20
 
-    def __init__(self, shuffle_buffer: int = 0) -> None:
+    def __init__(
+        self, cycle: bool = False, shuffle: bool = False, seed: int = 0, shuffle_buffer: int = 0
+    ) -> None:
+        self.cycle, self.shuffle, self.seed = cycle, shuffle, seed
         self.shuffle_buffer = shuffle_buffer
+        self.epoch = 0
         self.read = 0
         self.pass_size: int | None = None
         self.good = self.broken = 0
@@ -230,9 +233,14 @@ class CyclingShards:
     def __call__(self, urls: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
         mine = list(wds.split_by_worker(urls))
         self.names = ", ".join(str(url["url"]) for url in mine)
-        while mine:
+        for pass_index in itertools.count():
+            order = [dict(url) for url in mine]  # copies: the opener stage mutates the dicts
+            if self.shuffle:
+                random.Random(f"{self.seed}-{self.epoch}-{pass_index}").shuffle(order)
             before = self.read
-            yield from (dict(url) for url in mine)  # copies: the opener stage mutates the dicts
+            yield from order
+            if not (self.cycle and mine):
+                return
             if self.read == before:  # pulled again only once the last shard was read through
                 raise RuntimeError(f"a full pass over the shards {self.names} read no sample")
             self.pass_size = self.pass_size or self.read - before
@@ -273,6 +281,7 @@ def build_imagetext_pipeline(
     Args:
         urls: shard paths, in a fixed order (every rank must see the same list).
         shuffle_buffer: sample shuffle buffer; 0 = no shuffle (shard order shuffled neither).
+        seed: shuffle seed, combined with the epoch (:func:`set_shuffle_epoch`).
         batches_per_worker: None = one pass over this worker's shards; else cycle the shards
             and stop after this many batches (use with :class:`ImageTextLoader`'s ``num_batches``).
         captions: False reads the images alone (see `decode_sample`).
@@ -281,26 +290,24 @@ def build_imagetext_pipeline(
         An IterableDataset of batch dicts (see :class:`ImageTextCollate`), to be loaded with
         ``DataLoader(batch_size=None)``.
     """
-    cycling, losses = CyclingShards(shuffle_buffer), ShardLosses()
+    cycle = batches_per_worker is not None
+    shards, losses = WorkerShards(cycle, shuffle_buffer > 0, seed, shuffle_buffer), ShardLosses()
     dataset = wds.WebDataset(
         urls,
-        shardshuffle=len(urls) if shuffle_buffer > 0 else False,
+        shardshuffle=False,  # WorkerShards orders the shards
         nodesplitter=wds.split_by_node,
-        workersplitter=wds.split_by_worker if batches_per_worker is None else cycling,
+        workersplitter=shards,
         empty_check=False,
         handler=losses.handler,  # an unreadable shard or tar member: warn, count, go on
-        seed=seed,
-    ).compose(cycling.count)
+    ).compose(shards.count)
     dataset = dataset.compose(losses.markers)
     if shuffle_buffer > 0:
-        dataset = dataset.compose(partial(reseeded_shuffle, bufsize=shuffle_buffer, seed=seed))
+        dataset = dataset.compose(wds.detshuffle(shuffle_buffer, initial=shuffle_buffer, seed=seed))
     dataset = dataset.map(partial(decode_sample, transform=transform, captions=captions))
-    if batches_per_worker is not None:
-        dataset = dataset.compose(cycling.count_decoded)
-    dataset = dataset.compose(partial(batch_with_skips, batch_size=batch_size, collate=collate))
-    if batches_per_worker is not None:
-        dataset = dataset.with_epoch(batches_per_worker)
-    return dataset
+    if cycle:
+        dataset = dataset.compose(shards.count_decoded)
+    dataset = dataset.compose(attach_skips).batched(batch_size, collation_fn=collate)
+    return dataset.with_epoch(batches_per_worker) if cycle else dataset
 
 
 @dataclass
@@ -350,6 +357,8 @@ class ImageTextLoader:
         num_batches: stop after this many batches (every rank the same, so DDP stays in step);
             None = until the loader is exhausted, and ``len()`` is undefined.
         source: the shards read, for the error raised when a pass yields no batch at all.
+        epoch: the number of the next pass, counted up by each: a loader over a webdataset
+            pipeline shuffles it as this epoch (:func:`set_shuffle_epoch`).
     """
 
     def __init__(
@@ -358,11 +367,13 @@ class ImageTextLoader:
         tally: SkipTally,
         num_batches: int | None = None,
         source: str = "the shards",
+        epoch: int = 0,
     ) -> None:
         self.loader = loader
         self.tally = tally
         self.num_batches = num_batches
         self.source = source
+        self.epoch = epoch
 
     def __len__(self) -> int:
         if self.num_batches is None:
@@ -370,6 +381,10 @@ class ImageTextLoader:
         return self.num_batches
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
+        pipeline = getattr(self.loader, "dataset", None)
+        if isinstance(pipeline, wds.DataPipeline):  # before the workers copy it
+            set_shuffle_epoch(pipeline, self.epoch)
+        self.epoch += 1
         self.tally.start_epoch()
         produced = 0
         try:
@@ -379,6 +394,7 @@ class ImageTextLoader:
                     continue
                 yield batch
                 produced += 1
+                # cut here, not by wds.WebLoader.with_epoch: marker-only batches do not count
                 if self.num_batches is not None and produced >= self.num_batches:
                     break
             if not produced:  # else an epoch of 0 steps "succeeds" and saves an untrained model

@@ -7,17 +7,20 @@ Segmentation: images go to the network normalised; masks stay integer label maps
 (``(H, W)`` int64, 255 = ignore). :class:`SegEvalTransform` resizes the image to a square or,
 as mmseg's test pipeline, keeping its aspect ratio, and keeps the mask at its original size so
 metrics are computed at the original resolution; :class:`SegTrainTransform` is the mmseg-style
-random scale + crop + flip used for stage-2 training.
+random scale + crop + flip used for stage-2 training, a torchvision v2 pipeline over
+``tv_tensors.Image`` and ``tv_tensors.Mask`` so that image and mask move together.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from torchvision import tv_tensors
 from torchvision.transforms import InterpolationMode, v2
 from torchvision.transforms.v2 import functional as TF
 
@@ -131,13 +134,70 @@ class SegEvalTransform:
         return tensor, None if mask is None else _mask_tensor(mask)
 
 
+class RandomScale(v2.Transform):
+    """Resize by one factor ``s ~ U(low, high)`` of the input's own size (mmseg's ``ratio_range``).
+
+    torchvision has no such transform: ``v2.RandomResize`` draws an absolute side,
+    ``v2.ScaleJitter`` scales relative to a fixed ``target_size`` and ``v2.RandomAffine`` keeps
+    the canvas. Sides are ``max(1, round(side * s))``; images resize bilinearly (antialiased),
+    ``tv_tensors.Mask`` by nearest neighbour (torchvision's mask kernel).
+    """
+
+    def __init__(self, scale_range: tuple[float, float]) -> None:
+        super().__init__()
+        if not 0 < scale_range[0] <= scale_range[1]:
+            raise ValueError(f"scale_range must satisfy 0 < low <= high, got {scale_range}")
+        self.scale_range = scale_range
+
+    def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
+        height, width = v2.query_size(flat_inputs)
+        low, high = self.scale_range
+        scale = low + (high - low) * torch.rand(()).item()
+        return {"size": [max(1, round(height * scale)), max(1, round(width * scale))]}
+
+    def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
+        return self._call_kernel(
+            TF.resize, inpt, params["size"], InterpolationMode.BILINEAR, antialias=True
+        )
+
+
+class PadBottomRight(v2.Transform):
+    """Pad the bottom and right edges up to ``size × size`` (none where already as large).
+
+    mmseg's ``Pad(size=crop)``: the image keeps its top-left corner. ``v2.RandomCrop``'s
+    ``pad_if_needed`` instead pads both sides and lets the image land anywhere in the crop.
+
+    Args:
+        size: the side to pad up to.
+        fill: value per input type, e.g. ``{tv_tensors.Image: 0.0, tv_tensors.Mask: 255}``.
+    """
+
+    def __init__(self, size: int, fill: dict[type, float]) -> None:
+        super().__init__()
+        self.size = size
+        self.fill = fill
+
+    def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
+        height, width = v2.query_size(flat_inputs)
+        return {"padding": [0, 0, max(self.size - width, 0), max(self.size - height, 0)]}
+
+    def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
+        if not any(params["padding"]):
+            return inpt
+        fill = self.fill[type(inpt)]
+        return self._call_kernel(TF.pad, inpt, params["padding"], fill=fill)
+
+
 class SegTrainTransform:
     """Random scale, pad, random crop and flip of an image and its mask (mmseg style).
 
-    The image is scaled by ``s ~ U(scale_range)`` (bilinear) and the mask likewise (nearest);
-    then both are padded up to ``crop`` — the normalised image with 0 (the mean colour, as mmseg
-    pads after normalising), the mask with 255 (ignored) — randomly cropped to ``crop × crop``
-    and flipped horizontally with probability 0.5 if ``flip``.
+    A torchvision v2 pipeline over a ``tv_tensors.Image`` and a ``tv_tensors.Mask``, so that
+    every geometric step moves both alike: normalise the image; scale both by
+    ``s ~ U(scale_range)`` (:class:`RandomScale`: bilinear image, nearest mask); pad the bottom
+    and right up to ``crop`` (:class:`PadBottomRight`) — the normalised image with 0 (the mean
+    colour, as mmseg pads after normalising), the mask with 255 (ignored); ``v2.RandomCrop`` to
+    ``crop × crop``; ``v2.RandomHorizontalFlip`` (p = 0.5) if ``flip``. Draws come from torch's
+    global generator (seeded per DataLoader worker).
 
     Args:
         crop: output side.
@@ -154,41 +214,31 @@ class SegTrainTransform:
         mean: Sequence[float] = IMAGENET_MEAN,
         std: Sequence[float] = IMAGENET_STD,
     ) -> None:
-        if not 0 < scale_range[0] <= scale_range[1]:
-            raise ValueError(f"scale_range must satisfy 0 < low <= high, got {scale_range}")
         self.crop = crop
         self.scale_range = scale_range
         self.flip = flip
         self.mean, self.std = tuple(mean), tuple(std)
+        self.pipeline = v2.Compose(
+            [
+                *_to_normalized(self.mean, self.std),  # the Mask passes through untouched
+                RandomScale(scale_range),
+                PadBottomRight(crop, fill={tv_tensors.Image: 0.0, tv_tensors.Mask: IGNORE_INDEX}),
+                v2.RandomCrop(crop),
+                v2.RandomHorizontalFlip(0.5) if flip else v2.Identity(),
+            ]
+        )
 
     def __call__(
         self, image: Image.Image, mask: np.ndarray | None
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Returns ``(3, crop, crop)`` float32 image and ``(crop, crop)`` int64 mask (or None)."""
-        tensor = _image_tensor(image, self.mean, self.std)
+        if mask is None:
+            tensor = self.pipeline(image)
+            return tensor.as_subclass(torch.Tensor).contiguous(), None
         # uint8 while resizing: nearest interpolation does not take int64 on every backend
-        label = None if mask is None else torch.from_numpy(np.asarray(mask, np.uint8).copy())[None]
-        low, high = self.scale_range
-        scale = low + (high - low) * torch.rand(()).item()
-        h, w = tensor.shape[-2:]
-        size = [max(1, round(h * scale)), max(1, round(w * scale))]
-        tensor = TF.resize(tensor, size, InterpolationMode.BILINEAR, antialias=True)
-        if label is not None:
-            label = TF.resize(label, size, InterpolationMode.NEAREST)
-        pad_h, pad_w = max(self.crop - size[0], 0), max(self.crop - size[1], 0)
-        if pad_h or pad_w:
-            tensor = torch.nn.functional.pad(tensor, (0, pad_w, 0, pad_h), value=0.0)
-            if label is not None:
-                label = torch.nn.functional.pad(label, (0, pad_w, 0, pad_h), value=IGNORE_INDEX)
-        top = int(torch.randint(0, tensor.shape[-2] - self.crop + 1, ()).item())
-        left = int(torch.randint(0, tensor.shape[-1] - self.crop + 1, ()).item())
-        tensor = tensor[:, top : top + self.crop, left : left + self.crop]
-        if label is not None:
-            label = label[:, top : top + self.crop, left : left + self.crop]
-        if self.flip and torch.rand(()).item() < 0.5:
-            tensor = tensor.flip(-1)
-            label = None if label is None else label.flip(-1)
-        return tensor.contiguous(), None if label is None else label[0].long()
+        label = tv_tensors.Mask(torch.from_numpy(np.asarray(mask, np.uint8).copy()))
+        tensor, label = self.pipeline(image, label)
+        return tensor.as_subclass(torch.Tensor).contiguous(), label.as_subclass(torch.Tensor).long()
 
 
 def to_uint8_image(

@@ -5,22 +5,26 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 from torchmetrics import Metric
+from torchmetrics.classification import MulticlassConfusionMatrix
 
 __all__ = ["MatchedIoU", "MeanIoU"]
 
 
-class MeanIoU(Metric):
+class MeanIoU(MulticlassConfusionMatrix):
     """Mean intersection-over-union accumulated over a dataset (mmseg convention).
 
-    A confusion matrix over all pixels is accumulated; per class c,
-    IoU_c = |pred = c ∧ gt = c| / |pred = c ∨ gt = c|, background included. Pixels whose target
-    is ``ignore_index`` are excluded. ``compute()`` averages IoU_c over the classes whose union
-    is non-empty over the whole dataset (a class absent from both predictions and targets is
-    left out); it is NaN if no pixel was counted.
+    The state is torchmetrics' ``MulticlassConfusionMatrix``: ``confmat[g, p]``, the pixels
+    with target g predicted as p, summed over ranks; pixels whose target is ``ignore_index``
+    are left out. Per class c, IoU_c = |pred = c ∧ gt = c| / |pred = c ∨ gt = c|, background
+    included. ``compute()`` averages IoU_c over the classes whose union is non-empty over the
+    whole dataset (a class absent from both predictions and targets is left out); it is NaN if
+    no pixel was counted. Under ``torch.use_deterministic_algorithms(True)`` torchmetrics counts
+    with a (pixels × K²) comparison instead of ``bincount``: memory grows with image and K².
 
     Args:
         num_classes: K, the number of classes including background (ids 0..K-1).
         ignore_index: target value to skip.
+        validate_args: check the ids' range at every update (a host sync, as in torchmetrics).
     """
 
     full_state_update = False
@@ -31,15 +35,11 @@ class MeanIoU(Metric):
     def __init__(
         self, num_classes: int, ignore_index: int = 255, validate_args: bool = True
     ) -> None:
-        super().__init__()
         if num_classes < 1:
             raise ValueError(f"num_classes must be >= 1, got {num_classes}")
-        self.num_classes = num_classes
-        self.ignore_index = ignore_index
-        self.validate_args = validate_args  # value checks sync the host, as in torchmetrics
-        # confmat[g, p]: pixels with target g predicted as p.
-        zeros = torch.zeros(num_classes, num_classes, dtype=torch.long)
-        self.add_state("confmat", default=zeros, dist_reduce_fx="sum")
+        # torchmetrics' argument check refuses K = 1; ours above allows it.
+        super().__init__(num_classes, ignore_index=ignore_index, validate_args=False)
+        self.validate_args = validate_args
 
     def update(self, pred: Tensor, target: Tensor) -> None:
         """Accumulate one batch.
@@ -57,16 +57,18 @@ class MeanIoU(Metric):
                 f"and {tuple(target.shape)}"
             )
         k = self.num_classes
-        pred, target = pred.long(), target.long()
-        if self.validate_args and pred.numel() and bool(((pred < 0) | (pred >= k)).any()):
-            raise ValueError(f"pred values must be in [0, num_classes={k})")
-        valid = target != self.ignore_index
-        if self.validate_args and bool((valid & ((target < 0) | (target >= k))).any()):
-            raise ValueError(
-                f"target values must be in [0, num_classes={k}) or ignore_index={self.ignore_index}"
-            )
-        flat = target[valid] * k + pred[valid]
-        self.confmat += torch.bincount(flat, minlength=k * k).reshape(k, k)
+        if self.validate_args:
+            # torchmetrics' own check only counts distinct values; an id out of range would
+            # land in another class's bin.
+            if pred.numel() and bool(((pred < 0) | (pred >= k)).any()):
+                raise ValueError(f"pred values must be in [0, num_classes={k})")
+            valid = target != self.ignore_index
+            if bool((valid & ((target < 0) | (target >= k))).any()):
+                raise ValueError(
+                    f"target values must be in [0, num_classes={k}) or "
+                    f"ignore_index={self.ignore_index}"
+                )
+        super().update(pred, target)
 
     def _iou(self) -> Tensor:
         conf = self.confmat.double()
