@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
+import yaml
+from torchvision import tv_tensors
 
-from freeseg.data.transforms import to_uint8_image
+from freeseg.data.transforms import RandomScale, to_uint8_image
+
+CONFIGS = Path(__file__).resolve().parents[2] / "src/freeseg/configs"
 
 
 def test_to_uint8_image_inverts_normalisation():
@@ -37,3 +43,34 @@ def test_to_uint8_image_resizes_the_normalised_image_then_rounds_and_clamps():
     weights = np.array([[1.0, 0.0], [0.75, 0.25], [0.25, 0.75], [0.0, 1.0]])  # per output row
     expected = np.rint(255 * weights @ values.double().numpy() @ weights.T)
     np.testing.assert_array_equal(out, expected)
+
+
+@pytest.mark.parametrize(
+    ("size", "ratio", "expected"),
+    [
+        # mmseg Resize(img_scale=(2048, 512), ratio_range) by hand: target (int(2048 r),
+        # int(512 r)), then f = min(long target / long side, short target / short side) and
+        # sides int(side * f + 0.5)
+        ((375, 500), 1.0, (512, 683)),  # f = min(2048/500, 512/375) = 1.3653
+        ((375, 500), 0.5, (256, 341)),  # target (1024, 256): f = 256/375
+        ((500, 375), 0.5, (341, 256)),  # portrait: the same fit
+        ((100, 1000), 1.0, (205, 2048)),  # the long side binds: f = 2048/1000
+        ((100, 1000), 0.25, (51, 512)),  # target (512, 128): f = 512/1000 < 128/100
+    ],
+)
+def test_random_scale_with_a_reference_scales_it_as_mmseg(size, ratio, expected):
+    image = tv_tensors.Image(torch.rand(3, *size))
+    mask = tv_tensors.Mask(torch.zeros(size, dtype=torch.uint8))
+    scale = RandomScale((ratio, ratio), reference=(2048, 512))
+    out_image, out_mask = scale(image, mask)
+    assert tuple(out_image.shape[-2:]) == expected and tuple(out_mask.shape) == expected
+    own = RandomScale((ratio, ratio))(image)  # without a reference: the image's own size
+    assert tuple(own.shape[-2:]) == (round(size[0] * ratio), round(size[1] * ratio))
+    with pytest.raises(ValueError, match="train_scale"):
+        RandomScale((0.5, 2.0), reference=(2048, 0))
+
+
+def test_paper_stage2_configs_train_at_mmseg_scale():
+    for name in ("refine_voc.yaml", "refine_coco.yaml"):
+        data = yaml.safe_load((CONFIGS / name).read_text())["data"]["init_args"]
+        assert data["train_scale"] == [2048, 512] and data["scale_range"] == [0.5, 2.0]

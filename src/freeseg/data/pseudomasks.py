@@ -249,7 +249,10 @@ class PseudoMaskDataModule(L.LightningDataModule):
         batch_size: per-rank batch size.
         num_workers: DataLoader workers.
         train_crop: stage-2 crop side (paper 512).
-        scale_range: stage-2 random scale range.
+        scale_range: stage-2 random scale range (a ratio of ``train_scale``, or of each
+            image's own size when that is None).
+        train_scale: ``(long, short)`` reference of the random ratio, mmseg's ``img_scale``
+            (``(2048, 512)`` in the paper configs); None: the image's own size.
         require: manifest fields that must equal these values (dotted keys, e.g.
             ``{"thresholds.strict": 0.8, "strategy": "pls"}``).
     """
@@ -269,6 +272,7 @@ class PseudoMaskDataModule(L.LightningDataModule):
         scale_range: tuple[float, float] = (0.5, 2.0),
         require: dict[str, Any] | None = None,
         eval_scale: tuple[PositiveInt, PositiveInt] | None = None,
+        train_scale: tuple[PositiveInt, PositiveInt] | None = None,
     ) -> None:
         super().__init__()
         self.pseudo_dir = pseudo_dir
@@ -277,7 +281,11 @@ class PseudoMaskDataModule(L.LightningDataModule):
         self.image_size = image_size
         self.batch_size = batch_size
         self.num_workers = num_workers
-        self.train_transform = SegTrainTransform(crop=train_crop, scale_range=scale_range)
+        self.train_transform = SegTrainTransform(
+            crop=train_crop,
+            scale_range=scale_range,
+            train_scale=None if train_scale is None else (int(train_scale[0]), int(train_scale[1])),
+        )
         self.require = dict(require or {})
         self.segmentation = SegmentationDataModule(
             root,

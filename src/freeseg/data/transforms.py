@@ -135,25 +135,38 @@ class SegEvalTransform:
 
 
 class RandomScale(v2.Transform):
-    """Resize by one factor ``s ~ U(low, high)`` of the input's own size (mmseg's ``ratio_range``).
+    """Resize by a random ratio ``r ~ U(low, high)``, as mmseg's ``Resize(ratio_range=...)``.
 
-    torchvision has no such transform: ``v2.RandomResize`` draws an absolute side,
-    ``v2.ScaleJitter`` scales relative to a fixed ``target_size`` and ``v2.RandomAffine`` keeps
-    the canvas. Sides are ``max(1, round(side * s))``; images resize bilinearly (antialiased),
-    ``tv_tensors.Mask`` by nearest neighbour (torchvision's mask kernel).
+    Without ``reference`` the ratio applies to the input's own size: sides
+    ``max(1, round(side * r))``. With ``reference = (long, short)`` it applies to that scale, as
+    mmseg's ``Resize(img_scale=(2048, 512), ratio_range=(0.5, 2.0))`` does: the target is
+    ``(int(long * r), int(short * r))`` and the image is resized to fit it keeping its aspect
+    ratio (:func:`keep_ratio_size`), so a VOC image's short side becomes about ``512 r``
+    whatever its own size. torchvision has no such transform: ``v2.RandomResize`` draws an
+    absolute side, ``v2.ScaleJitter`` keeps no ratio range and ``v2.RandomAffine`` keeps the
+    canvas. Images resize bilinearly (antialiased), ``tv_tensors.Mask`` by nearest neighbour
+    (torchvision's mask kernel).
     """
 
-    def __init__(self, scale_range: tuple[float, float]) -> None:
+    def __init__(
+        self, scale_range: tuple[float, float], reference: tuple[int, int] | None = None
+    ) -> None:
         super().__init__()
         if not 0 < scale_range[0] <= scale_range[1]:
             raise ValueError(f"scale_range must satisfy 0 < low <= high, got {scale_range}")
+        if reference is not None and min(reference) <= 0:
+            raise ValueError(f"train_scale must be two positive sides, got {reference}")
         self.scale_range = scale_range
+        self.reference = reference
 
     def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
         height, width = v2.query_size(flat_inputs)
         low, high = self.scale_range
-        scale = low + (high - low) * torch.rand(()).item()
-        return {"size": [max(1, round(height * scale)), max(1, round(width * scale))]}
+        ratio = low + (high - low) * torch.rand(()).item()
+        if self.reference is not None:
+            target = (int(self.reference[0] * ratio), int(self.reference[1] * ratio))
+            return {"size": list(keep_ratio_size(height, width, target))}
+        return {"size": [max(1, round(height * ratio)), max(1, round(width * ratio))]}
 
     def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
         return self._call_kernel(
@@ -201,9 +214,12 @@ class SegTrainTransform:
 
     Args:
         crop: output side.
-        scale_range: range of the random scale factor, relative to the original size.
+        scale_range: range of the random ratio, relative to the original size, or to
+            ``train_scale`` if given (:class:`RandomScale`).
         flip: random horizontal flip.
         mean, std: normalisation (default ImageNet).
+        train_scale: ``(long, short)`` reference scale of the ratio, mmseg's ``img_scale``
+            (``(2048, 512)`` for PSPNet on VOC and COCO); None: the image's own size.
     """
 
     def __init__(
@@ -213,6 +229,7 @@ class SegTrainTransform:
         flip: bool = True,
         mean: Sequence[float] = IMAGENET_MEAN,
         std: Sequence[float] = IMAGENET_STD,
+        train_scale: tuple[int, int] | None = None,
     ) -> None:
         self.crop = crop
         self.scale_range = scale_range
@@ -221,7 +238,7 @@ class SegTrainTransform:
         self.pipeline = v2.Compose(
             [
                 *_to_normalized(self.mean, self.std),  # the Mask passes through untouched
-                RandomScale(scale_range),
+                RandomScale(scale_range, train_scale),
                 PadBottomRight(crop, fill={tv_tensors.Image: 0.0, tv_tensors.Mask: IGNORE_INDEX}),
                 v2.RandomCrop(crop),
                 v2.RandomHorizontalFlip(0.5) if flip else v2.Identity(),
