@@ -25,6 +25,20 @@ class _RecordLR(pl.Callback):
         self.lrs.append(trainer.optimizers[0].param_groups[0]["lr"])
 
 
+def _quiet_trainer(record: _RecordLR, **trainer_kwargs) -> pl.Trainer:
+    """A CPU Trainer without logging, checkpoints or validation, recording the LR of each step."""
+    return pl.Trainer(
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        callbacks=[record],
+        **trainer_kwargs,
+    )
+
+
 def _fit(tiny_world, epoch_size: int | None, **trainer_kwargs) -> list[float]:
     module = tiny_iclip_module(str(tiny_world / "classes.txt"), lr=1e-3)
     data = ImageTextDataModule(
@@ -35,16 +49,7 @@ def _fit(tiny_world, epoch_size: int | None, **trainer_kwargs) -> list[float]:
         epoch_size=epoch_size,
     )
     record = _RecordLR()
-    trainer = pl.Trainer(
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        limit_val_batches=0,
-        callbacks=[record],
-        **trainer_kwargs,
-    )
+    trainer = _quiet_trainer(record, **trainer_kwargs)
     trainer.fit(module, datamodule=data)
     return record.lrs
 
@@ -120,17 +125,7 @@ def _lrs_under_a_trainer(module: pl.LightningModule, items: list[dict], max_step
     """The LR of every optimisation step when Lightning itself steps the schedule (2 batches an
     epoch, so a schedule stepped per epoch, or one that spans a single step, shows)."""
     record = _RecordLR()
-    trainer = pl.Trainer(
-        accelerator="cpu",
-        max_steps=max_steps,
-        max_epochs=-1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        limit_val_batches=0,
-        callbacks=[record],
-    )
+    trainer = _quiet_trainer(record, max_steps=max_steps, max_epochs=-1)
     trainer.fit(module, train_dataloaders=DataLoader(items, batch_size=len(items) // 2))
     return record.lrs
 

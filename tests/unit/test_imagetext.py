@@ -17,8 +17,9 @@ import webdataset as wds
 from PIL import Image
 
 from freeseg.data.datamodules import ImageTextDataModule
-from freeseg.data.imagetext import Skip, WorkerShards, decode_sample, set_shuffle_epoch
+from freeseg.data.imagetext import WorkerShards, decode_sample, set_shuffle_epoch
 from freeseg.data.shards import count_samples, expand_shards
+from freeseg.data.skips import Skip
 
 CONTEXT = 8
 

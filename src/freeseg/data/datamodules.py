@@ -13,7 +13,6 @@ from freeseg.data.classes import ClassList, load_classes
 from freeseg.data.imagetext import (
     ImageTextCollate,
     ImageTextLoader,
-    SkipTally,
     Tokenizer,
     build_imagetext_pipeline,
 )
@@ -26,6 +25,7 @@ from freeseg.data.segsets import (
     collate_segmentation,
 )
 from freeseg.data.shards import check_shards, count_samples, expand_shards
+from freeseg.data.skips import SkipTally
 from freeseg.data.transforms import (
     SegEvalTransform,
     SegTrainTransform,
