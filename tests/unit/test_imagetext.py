@@ -378,3 +378,24 @@ def test_samples_lost_to_a_truncated_shard_are_counted(shards, cut):
     assert sum(b["skipped"] for b in batches) == 1 + (6 - len(complete))
     examples = [e for b in batches for e in b["skipped_examples"]]
     assert any(e.startswith(f"{path} (") for e in examples), examples
+
+
+@pytest.mark.parametrize("shuffle_buffer", [0, 3])
+def test_an_epoch_cut_inside_a_shard_is_not_counted_as_lost_samples(tmp_path, shuffle_buffer):
+    """A cycled loader without workers stops each epoch mid-shard; the next epoch starts a new
+    pass, and the shard the last one left is not a truncated shard (no skip, no warning)."""
+    rng = np.random.default_rng(1)
+    for shard in range(2):
+        samples = [
+            {"key": f"{shard:05d}{i:04d}".encode(), "jpg": _image_bytes(rng), "txt": b"a cat"}
+            for i in range(6)
+        ]
+        _write_shard(tmp_path / f"shard-{shard:06d}.tar", samples)
+        (tmp_path / f"shard-{shard:06d}_stats.json").write_text(json.dumps({"successes": 6}))
+    dm = _module(tmp_path, epoch_size=8, batch_size=2, shuffle_buffer=shuffle_buffer)
+    loader = dm.train_dataloader()
+    for _ in range(3):
+        _, batches = _collect(loader)
+        assert len(batches) == 4
+        assert sum(b["skipped"] for b in batches) == 0, [b["skipped_examples"] for b in batches]
+    assert dm.skip_report()["total"] == 0

@@ -86,6 +86,9 @@ class ShardLosses:
             yield Skip(url, reason, count=max(expected - read, 1))
 
     def markers(self, samples: Iterator[Any]) -> Iterator[Any]:
+        # a new pass: a shard the last one left unfinished (its epoch was cut there, as a
+        # cycled loader does in this process when it has no workers) lost nothing
+        self.errors, self.url, self.read = {}, "", 0
         for sample in samples:
             url = str(sample.get("__url__", ""))
             if url != self.url:
