@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from freeseg.ablation import pooling_ablation
+from freeseg.ablation import pooling_ablation, submit_pooling_runs, submit_stage2_runs
 from freeseg.demo import Demo
 from freeseg.models.iclip import ICLIP
 
@@ -22,6 +22,7 @@ ROWS = {
     "smoothed min (SMP), border windows averaged over in-grid tokens": ("smoothed_min", 5, False),
 }
 KEYS = ("mAP", "mMIoU", "mIoU_pls")
+ROWS_RUNS = ("mmp", "smoothed_max", "smoothed_min", "smoothed_min_in_grid")  # their run names
 ICLIP_KEY = "--model.init_args.model.init_args."
 
 
@@ -107,3 +108,49 @@ def test_table2_trains_each_row_over_three_seeds_and_reports_its_own_runs(tmp_pa
             values = [_value(settings, seed, key) for seed in (0, 1, 2)]
             expected.append(f"{np.mean(values):.1f} ± {max(values) - min(values):.1f}")
         assert cells[label] == (settings[1], expected), label
+
+
+def _graph(demo: Demo) -> dict[str, set[str]]:
+    """Each queued stage's run directory name → the names of the stages it waits for."""
+    return {s.run_dir.name: {n.name for n in s.needs} for s in demo.queue._queued}
+
+
+def test_the_demo_and_ablation_stages_wait_for_what_they_read(tmp_path: Path):
+    """With ``jobs`` > 1 nothing runs until ``run()``; the stage graph is the chain's data flow,
+    written out here by hand."""
+    encoder = tmp_path / "vit.pth"
+    encoder.write_bytes(b"")
+    demo = Demo(tmp_path / "world", tmp_path / "runs", 4, encoder=encoder, jobs=2)
+    demo.stage0(), demo.stage1(), demo.stage2()
+    assert _graph(demo) == {
+        "iclip": set(),  # the shipped encoder is a file, not a stage
+        "pseudo_pp": {"iclip"},
+        "stage1_eval": {"iclip"},
+        "refine_pp": {"pseudo_pp"},
+        "refine_pp_test": {"refine_pp", "pseudo_pp"},  # its command names both
+        "oracle": set(),  # the ground-truth masks only: it runs beside stage 0
+        "oracle_test": {"oracle"},
+    }
+    assert not (tmp_path / "runs").exists()  # queued, not run
+    # trained on the world first, stage 0 waits for the encoder
+    demo = Demo(tmp_path / "world", tmp_path / "runs", 4, jobs=2)
+    demo.stage0()
+    assert _graph(demo) == {"encoder": set(), "iclip": {"encoder"}}
+    # the ablation: every Table-2 evaluation waits for its own stage 0 only; Table 4's runs
+    # share the demo's stage 1; a stage both tables need is queued once
+    demo = Demo(tmp_path / "world", tmp_path / "runs", 4, encoder=encoder, jobs=2)
+    submit_pooling_runs(demo, tmp_path / "runs")
+    submit_stage2_runs(demo)
+    graph = _graph(demo)
+    assert len(graph) == len(demo.queue._queued)  # no run directory twice
+    for name in ROWS_RUNS:
+        for seed in (0, 1, 2):
+            run = f"ablation_{name}_seed{seed}"
+            if (name, seed) == ("smoothed_min", 0):
+                assert run not in graph  # the demo's own stage 0
+                continue
+            assert graph[run] == set() and graph[f"{run}_eval"] == {run}
+    assert graph["pseudo_all"] == {"iclip"}
+    assert graph["refine_all"] == {"pseudo_all"}
+    assert graph["refine_pp_paper"] == {"pseudo_pp"}
+    assert graph["refine_pp_paper_test"] == {"refine_pp_paper", "pseudo_pp"}

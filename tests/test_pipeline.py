@@ -196,7 +196,7 @@ def test_own_data_path_on_a_folder_made_by_hand(tmp_path: Path):
         extra[name] += ["--data.init_args.image_size=48"]
         extra[f"{name}_test"] += ["--data.init_args.image_size=48"]
     runs, results = tmp_path / "runs", tmp_path / "results"
-    run_demo(world, runs, results, refine_steps=2, extra=extra, recipe="dino")
+    run_demo(world, runs, results, refine_steps=2, extra=extra, recipe="dino", jobs=2)
     _check_results_table(results, runs)  # every stage-1 and stage-2 metric, from its run
     assert len(list((runs / "pseudo_pp/masks").glob("*.png"))) == 10
     Demo(world, runs, 2, extra, recipe="dino").pseudo_masks("pseudo_all", partial_pixel=False)

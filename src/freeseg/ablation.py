@@ -36,12 +36,21 @@ TABLE2_KEYS = ("mAP", "mMIoU", "mIoU_pls")
 
 
 def run_ablation(
-    world: Path, runs: Path, results: Path, encoder: Path | None, refine_steps: int | None = None
+    world: Path,
+    runs: Path,
+    results: Path,
+    encoder: Path | None,
+    refine_steps: int | None = None,
+    jobs: int = 1,
 ) -> None:
     """Tables 2 and 4 on the generated world (see :func:`pooling_ablation` and
-    :func:`stage2_ablation`), with ``refine_steps`` as the demo's; writes ``ablation.md``."""
-    demo = Demo(world, runs, refine_steps, encoder=encoder)
-    text = pooling_ablation(demo, runs) + "\n" + stage2_ablation(demo, runs)
+    :func:`stage2_ablation`), with ``refine_steps`` as the demo's and ``jobs`` stages at once;
+    writes ``ablation.md``."""
+    demo = Demo(world, runs, refine_steps, encoder=encoder, jobs=jobs)
+    table2 = submit_pooling_runs(demo, runs)
+    submit_stage2_runs(demo)
+    demo.run()  # both tables' stages, side by side
+    text = pooling_table(table2) + "\n" + stage2_table(runs)
     atomic_write_text(results / "ablation.md", text)
     print(text)
 
@@ -50,18 +59,34 @@ def pooling_ablation(demo: Demo, runs: Path) -> str:
     """Table 2 on the generated world: stage 0 for each row of ``TABLE2`` on the demo's frozen
     encoder, seeds ``SEEDS`` each, each evaluated; returns the markdown table (the mean and the
     spread, max − min, over the seeds). The SMP seed-0 run is the demo's own stage 0."""
+    evaluated = submit_pooling_runs(demo, runs)
+    demo.run()
+    return pooling_table(evaluated)
+
+
+def submit_pooling_runs(demo: Demo, runs: Path) -> dict[str, list[Path]]:
+    """Submit Table 2's runs; returns each row's evaluation run directories, one per seed."""
     demo.stage0()  # reuses the demo's encoder (and stage 0) when they exist
     demo.stage1_eval()
+    evaluated: dict[str, list[Path]] = {}
+    for name, (_, settings) in TABLE2.items():
+        evaluated[name] = [
+            runs / "stage1_eval"  # the demo's own stage 0 and its evaluation
+            if (name, seed) == DEMO_STAGE0
+            else _stage0_run(demo, runs, name, settings, seed)
+            for seed in SEEDS
+        ]
+    return evaluated
+
+
+def pooling_table(evaluated: dict[str, list[Path]]) -> str:
+    """Table 2 from each row's finished evaluation runs (see :func:`submit_pooling_runs`)."""
     rows = ["| pooling | k | zero-shot mAP (%) | mMIoU (%) | mIoU stage 1, PLS (%) |"]
     rows.append("|---|---:|---:|---:|---:|")
     for name, (label, settings) in TABLE2.items():
         values: dict[str, list[float]] = {key: [] for key in TABLE2_KEYS}
-        for seed in SEEDS:
-            if (name, seed) == DEMO_STAGE0:  # the demo's own stage 0 and its evaluation
-                evaluated = runs / "stage1_eval"
-            else:
-                evaluated = _stage0_run(demo, runs, name, settings, seed)
-            m = last_metrics(evaluated)
+        for run_dir in evaluated[name]:
+            m = last_metrics(run_dir)
             for key in TABLE2_KEYS:
                 values[key].append(100 * m.get(f"val/{key}", float("nan")))
         cells = [_mean_spread(values[key]) for key in TABLE2_KEYS]
@@ -111,8 +136,19 @@ STAGE2_ROWS = {
 def stage2_ablation(demo: Demo, runs: Path) -> str:
     """Table 4 on the generated world: stage 2 with and without the partial pixel strategy
     (one seed, the demo's budget); returns the markdown table."""
+    submit_stage2_runs(demo)
+    demo.run()
+    return stage2_table(runs)
+
+
+def submit_stage2_runs(demo: Demo) -> None:
+    """Submit Table 4's runs (the demo's stage 1 and every stage-2 variant with the oracle)."""
     demo.stage1()
     demo.stage2(tuple(STAGE2))
+
+
+def stage2_table(runs: Path) -> str:
+    """Table 4 from the finished stage-2 test runs."""
     rows = ["# Partial pixel strategy (Table 4), generated world\n"]
     rows += ["| stage 2 trained on | mIoU (%) | mIoU + dense CRF (%) |", "|---|---:|---:|"]
     for name, label in STAGE2_ROWS.items():

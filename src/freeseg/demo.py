@@ -1,7 +1,8 @@
 """``make demo``: the pipeline on the generated world, on CPU, reusing finished stages.
 
 Every stage is an ordinary ``freeseg`` command (the same configs and overrides a user runs
-on their own data); a stage that finished before is not run again. Results go to
+on their own data); a stage that finished before is not run again, and stages that do not
+read each other run side by side (``--jobs``, see :mod:`freeseg.stage_queue`). Results go to
 ``results/demo/results.md`` and ``results/demo/grid.png``.
 """
 
@@ -17,6 +18,7 @@ from freeseg.cli import main as freeseg
 from freeseg.data.atomic import atomic_write_bytes, atomic_write_text
 from freeseg.demo_report import last_metrics, write_grid, write_results
 from freeseg.shipped import config_dir, shipped_encoder
+from freeseg.stage_queue import StageFailed, StageQueue, default_jobs
 
 CONFIGS = config_dir()
 # The stand-in for DINO's weights on the generated world, made by `make encoder`.
@@ -72,25 +74,32 @@ class Demo:
         extra: dict[str, list[str]] | None = None,
         encoder: Path | None = None,
         recipe: str = "tags",
+        jobs: int = 1,
     ) -> None:
         """``extra`` maps a run directory's name (``encoder``, ``iclip``, ``stage1_eval``,
         ``pseudo_pp``, ``refine_pp``, ``oracle_test``, ...) to more command-line overrides.
         ``encoder`` is a pretrained image-encoder file (the shipped stand-in, DINO's, yours);
         None trains the stand-in on the world first (stage 0a) with ``recipe`` (a key of
-        ``ENCODER_RECIPES``)."""
+        ``ENCODER_RECIPES``). ``jobs`` stages run at once (1: each in this process, in the
+        order submitted; more: queued until :meth:`run`)."""
         self.world, self.runs, self.refine_steps = world, runs, refine_steps
         self.extra = extra or {}
-        self.timings: dict[str, float] = {}
+        self.queue = StageQueue(jobs, freeseg)
+        self.timings = self.queue.timings
         self.train_encoder = encoder is None
         self.recipe = ENCODER_RECIPES[recipe]
         self.encoder_file = runs / "encoder/vit.pth" if encoder is None else encoder
         self.iclip_ckpt = runs / "iclip/logs/version_0/checkpoints/last.ckpt"
 
     def stage(self, name: str, run_dir: Path, args: list[str], logged: bool = True) -> None:
-        """Run one ``freeseg`` command into ``run_dir`` unless it finished before."""
+        """Run (or, with ``jobs`` > 1, queue) one ``freeseg`` command into ``run_dir`` unless
+        it finished before."""
         where = _run_dir_args(run_dir) if logged else [f"--trainer.default_root_dir={run_dir}"]
-        full = args + where + self.extra.get(run_dir.name, [])
-        _stage(name, run_dir / "done.json", lambda: freeseg(full), self.timings)
+        self.queue.submit(name, run_dir, args + where + self.extra.get(run_dir.name, []))
+
+    def run(self) -> None:
+        """Run the queued stages (nothing to do with ``jobs=1``): see `StageQueue.run`."""
+        self.queue.run()
 
     def _classes(self, key: str) -> str:
         return f"--{key}.init_args.classes={self.world / 'classes.txt'}"
@@ -138,8 +147,9 @@ class Demo:
         )
 
     def stage1(self) -> None:
-        self.stage1_eval()
+        # the pseudo-masks first: stage 2 waits for them, nothing waits for the evaluation
         self.pseudo_masks("pseudo_pp", partial_pixel=PSEUDO_MASKS["pseudo_pp"])
+        self.stage1_eval()
 
     def pseudo_masks(self, name: str, partial_pixel: bool) -> None:
         """Stage 1 on the train split: pseudo-masks into ``runs/<name>/masks``."""
@@ -233,15 +243,18 @@ def run_demo(
     generate: bool = False,
     encoder: Path | None = None,
     recipe: str = "tags",
+    jobs: int = 1,
 ) -> None:
     """The whole chain; ``world`` is only read unless ``generate`` (see :func:`prepare_world`).
-    ``encoder`` and ``recipe`` as for `Demo`."""
-    demo = Demo(world, runs, refine_steps, extra, encoder=encoder, recipe=recipe)
+    ``encoder``, ``recipe`` and ``jobs`` as for `Demo`."""
+    start = time.perf_counter()
+    demo = Demo(world, runs, refine_steps, extra, encoder=encoder, recipe=recipe, jobs=jobs)
     prepare_world(world, generate, demo.timings)
     demo.stage0()
     demo.stage1()
     demo.stage2()
-    write_results(results, runs, demo.timings)
+    demo.run()
+    write_results(results, runs, demo.timings, jobs, time.perf_counter() - start)
     write_grid(results / "grid.png", runs)
 
 
@@ -322,6 +335,13 @@ def main() -> None:
         default=None,
         help="train the stand-in (stage 0a) from its fixed seed and write it to this file",
     )
+    parser.add_argument(
+        "--jobs",
+        type=_positive,
+        default=default_jobs(),
+        help="stages run at once, each as its own process with cores/jobs threads "
+        "(default: %(default)s; 1 runs every stage in this process, one after another)",
+    )
     args = parser.parse_args()
     if args.make_encoder is not None:
         make_encoder(args.world, args.runs, args.make_encoder)
@@ -331,7 +351,12 @@ def main() -> None:
     if args.ablation:
         from freeseg.ablation import run_ablation  # it builds on Demo, defined here
 
-        run_ablation(args.world, args.runs, args.results, encoder, args.refine_steps)
+        try:
+            run_ablation(
+                args.world, args.runs, args.results, encoder, args.refine_steps, jobs=args.jobs
+            )
+        except StageFailed as error:
+            parser.exit(1, f"demo: {error}\n")
     else:
         try:
             run_demo(
@@ -342,9 +367,12 @@ def main() -> None:
                 generate=args.generate,
                 encoder=encoder,
                 recipe=args.encoder_recipe,
+                jobs=args.jobs,
             )
         except (FileNotFoundError, FileExistsError) as error:  # the world check: one line
             parser.exit(2, f"demo: {error}\n")
+        except StageFailed as error:
+            parser.exit(1, f"demo: {error}\n")
     print(f"[demo] total wall time {time.perf_counter() - start:.0f} s")
 
 

@@ -1,0 +1,153 @@
+"""The demo's stage queue: each stage waits for the stages it reads, at most ``jobs`` run at
+once, a failure stops what depends on it and keeps what finished, and finished stages are
+reused. Stages are small Python scripts that record when they ran."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from freeseg.stage_queue import StageFailed, StageQueue, _points_into, usable_cores
+
+# A fake stage: argv = [run_dir, seconds, exit code, paths it reads...]; it checks that what
+# it reads exists, sleeps, and records its start and end times and its thread setting.
+SCRIPT = """
+import json, os, sys, time
+run_dir, seconds, code = sys.argv[1], float(sys.argv[2]), int(sys.argv[3])
+missing = [p for p in sys.argv[4:] if not os.path.exists(p)]
+start = time.time()
+time.sleep(seconds)
+os.makedirs(run_dir, exist_ok=True)
+with open(os.path.join(run_dir, "ran.json"), "w") as f:
+    json.dump({"start": start, "end": time.time(), "missing": missing,
+               "threads": os.environ.get("OMP_NUM_THREADS")}, f)
+if code == 0:
+    open(os.path.join(run_dir, "out.txt"), "w").write("made")
+sys.exit(code)
+"""
+
+
+def _queue(jobs: int) -> StageQueue:
+    def inline(args: list[str]) -> None:
+        raise AssertionError("jobs > 1 must not run a stage in process")
+
+    return StageQueue(jobs, inline, command=lambda args: [sys.executable, "-c", SCRIPT, *args])
+
+
+def _submit(
+    queue: StageQueue, run_dir: Path, seconds: float = 0.3, code: int = 0, reads=()
+) -> None:
+    args = [str(run_dir), str(seconds), str(code), *(str(p) for p in reads)]
+    queue.submit(run_dir.name, run_dir, args)
+
+
+def _ran(run_dir: Path) -> dict:
+    return json.loads((run_dir / "ran.json").read_text())
+
+
+def test_a_stage_waits_for_the_stages_it_reads_and_two_run_at_once(tmp_path: Path):
+    a, b, c, d = (tmp_path / name for name in ("a", "b", "c", "d"))
+    queue = _queue(jobs=2)
+    _submit(queue, a, seconds=0.8)
+    _submit(queue, b, reads=[a / "out.txt"])  # b reads a's output
+    _submit(queue, c, seconds=0.8)  # c reads nothing: it runs beside a
+    _submit(queue, d, reads=[b / "out.txt", c / "out.txt"])
+    queue.run()
+    ran = {p.name: _ran(p) for p in (a, b, c, d)}
+    assert all(not r["missing"] for r in ran.values()), ran  # every input was there
+    assert ran["b"]["start"] >= ran["a"]["end"]
+    assert ran["d"]["start"] >= max(ran["b"]["end"], ran["c"]["end"])
+    assert ran["c"]["start"] < ran["a"]["end"]  # side by side
+    # never more than two at once: at every start, count the stages running
+    for name, r in ran.items():
+        running = [o for o in ran.values() if o["start"] <= r["start"] < o["end"]]
+        assert len(running) <= 2, name
+    threads = str(max(1, usable_cores() // 2))
+    assert {r["threads"] for r in ran.values()} == {threads}
+    for p in (a, b, c, d):  # each marked done, with its output logged beside it
+        assert json.loads((p / "done.json").read_text())["seconds"] > 0
+        assert (p / "output.log").read_text().startswith("$ freeseg ")
+    assert set(queue.timings) == {"a", "b", "c", "d"}
+
+
+def test_no_more_stages_run_at_once_than_jobs(tmp_path: Path):
+    dirs = [tmp_path / f"s{i}" for i in range(3)]
+    queue = _queue(jobs=2)
+    for run_dir in dirs:
+        _submit(queue, run_dir, seconds=0.6)
+    queue.run()
+    ran = sorted((_ran(p) for p in dirs), key=lambda r: r["start"])
+    assert ran[1]["start"] < ran[0]["end"]  # two side by side
+    assert ran[2]["start"] >= min(ran[0]["end"], ran[1]["end"])  # the third waits for one
+
+
+def test_one_job_runs_each_stage_in_process_when_submitted(tmp_path: Path):
+    order: list[str] = []
+    queue = StageQueue(1, lambda args: order.append(args[0]))
+    queue.submit("first", tmp_path / "first", ["first"])
+    assert order == ["first"] and (tmp_path / "first/done.json").exists()
+    queue.submit("second", tmp_path / "second", ["second"])
+    queue.run()  # nothing queued
+    assert order == ["first", "second"]
+
+
+def test_a_failure_stops_its_dependants_keeps_the_rest_and_a_rerun_resumes(tmp_path: Path, capsys):
+    a, b, c, d = (tmp_path / name for name in ("a", "b", "c", "d"))
+    queue = _queue(jobs=2)
+    _submit(queue, a, seconds=0.1, code=3)
+    _submit(queue, b, seconds=0.8)  # independent and running when a fails
+    _submit(queue, c, reads=[a / "out.txt"])  # needs a: never started
+    _submit(queue, d, reads=[b / "out.txt"])  # needs b only, but nothing new starts
+    with pytest.raises(StageFailed, match=r"failed: a \(log .*a/output.log\)"):
+        queue.run()
+    out = capsys.readouterr().out
+    assert "a FAILED (exit 3)" in out
+    assert not (a / "done.json").exists() and (a / "ran.json").exists()
+    assert (b / "done.json").exists()  # let finish, and kept
+    assert not c.exists() and not d.exists()
+    # a rerun reuses b and runs the rest
+    b_ran = _ran(b)
+    queue = _queue(jobs=2)
+    _submit(queue, a, seconds=0.1)
+    _submit(queue, b, seconds=0.8)
+    _submit(queue, c, reads=[a / "out.txt"])
+    _submit(queue, d, reads=[b / "out.txt"])
+    queue.run()
+    assert _ran(b) == b_ran  # not run again
+    assert "b: already done" in capsys.readouterr().out
+    for p in (a, c, d):
+        assert (p / "done.json").exists() and not _ran(p)["missing"]
+    assert (a / "output.log").read_text().count("$ freeseg ") == 2  # both attempts logged
+
+
+def test_a_stage_submitted_twice_is_queued_once(tmp_path: Path):
+    queue = _queue(jobs=2)
+    for _ in range(2):
+        _submit(queue, tmp_path / "a")
+    queue.run()
+    assert (tmp_path / "a/output.log").read_text().count("$ freeseg ") == 1
+
+
+@pytest.mark.parametrize(
+    ("args", "run_dir", "expected"),
+    [
+        (["--ckpt_path=runs/refine_pp/logs/last.ckpt"], "runs/refine_pp", True),
+        (["--ckpt_path=runs/refine_pp/logs/last.ckpt"], "runs/refine_pp_test", False),
+        (["--trainer.default_root_dir=runs/refine_pp_test"], "runs/refine_pp", False),
+        (["--data.init_args.pseudo_dir=runs/pseudo_pp/masks"], "runs/pseudo_pp", True),
+        (["--x=runs/pseudo_pp"], "runs/pseudo_pp", True),
+        (["runs/encoder/vit.pth"], "runs/encoder", True),
+        (["--x=runs/encoder_dino/vit.pth", "fit"], "runs/encoder", False),
+        (["--x=/abs/runs/a/b"], "runs/a", False),
+    ],
+)
+def test_which_arguments_point_into_a_run_directory(args, run_dir, expected):
+    assert _points_into(args, Path(run_dir)) is expected
+
+
+def test_jobs_must_be_positive():
+    with pytest.raises(ValueError, match="jobs must be ≥ 1, got 0"):
+        StageQueue(0, print)
