@@ -6,6 +6,9 @@ STAMP := $(VENV)/.installed
 WORLD ?= data/world
 RUNS ?= runs/demo
 REFINE_STEPS ?= 400
+# stages run at once by make demo / make ablation (empty: two on 2 cores or more; 1: in order)
+JOBS ?=
+JOBS_ARG := $(if $(JOBS),--jobs $(JOBS))
 
 .PHONY: install test test-all lint format demo ablation encoder clean-demo help reproduce-voc reproduce-coco
 
@@ -42,13 +45,13 @@ format: $(STAMP)
 	$(BIN)/ruff format src tests
 
 demo: $(STAMP)
-	$(BIN)/python -m freeseg.demo --generate --world $(WORLD) --runs $(RUNS) --refine_steps $(REFINE_STEPS)
+	$(BIN)/python -m freeseg.demo --generate --world $(WORLD) --runs $(RUNS) --refine_steps $(REFINE_STEPS) $(JOBS_ARG)
 
 encoder: $(STAMP)
 	$(BIN)/python -m freeseg.demo --world $(WORLD) --runs runs/encoder --make_encoder weights/freeseg_synth_vit.pth
 
 ablation: $(STAMP)
-	$(BIN)/python -m freeseg.demo --ablation --world $(WORLD) --runs $(RUNS) --refine_steps $(REFINE_STEPS)
+	$(BIN)/python -m freeseg.demo --ablation --world $(WORLD) --runs $(RUNS) --refine_steps $(REFINE_STEPS) $(JOBS_ARG)
 
 clean-demo:
 	rm -rf $(WORLD) $(RUNS) results/demo

@@ -152,7 +152,8 @@ class StageQueue:
         log.write(f"$ freeseg {' '.join(stage.args)}\n")
         log.flush()
         env = dict(os.environ, PYTHONUNBUFFERED="1")
-        env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(self.threads)
+        for key in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+            env[key] = str(self.threads)
         threads = f"{self.threads} thread{'s' if self.threads > 1 else ''}"
         print(f"{self.prefix} {stage.name} ... ({threads}, log {log_path})", flush=True)
         process = subprocess.Popen(
