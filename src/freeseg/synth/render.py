@@ -168,7 +168,8 @@ def texture_and_shade(sprite: Sprite, parts: list[Part], rng: Rng, period: float
         edge = _edges(part_map, width=int(rng.integers(2, 5)))
         darken = np.where(edge, np.float32(rng.uniform(0.3, 0.55)), np.float32(1.0))
     rgb = np.zeros((h, w, 3), np.uint8)
-    for ch in range(3):  # one contiguous plane at a time: (h, w, 3)-by-(h, w, 1) broadcasts are slow
+    # One contiguous plane at a time: (h, w, 3)-by-(h, w, 1) broadcasts are slow.
+    for ch in range(3):
         plane = sprite.rgb[box + (ch,)].astype(np.float32)
         plane *= scale
         if offset is not None:

@@ -218,7 +218,9 @@ def majority_downsample(label_ss: np.ndarray, factor: int) -> np.ndarray:
         cols = (bx * factor)[:, None, None] + off[None, None, :]
         sub = label_ss[rows, cols].reshape(by.size, -1).astype(np.intp)  # (mixed, f·f)
         n_ids = int(hi.max()) + 1
-        counts = np.bincount((sub + (np.arange(by.size) * n_ids)[:, None]).ravel(), minlength=by.size * n_ids)
+        counts = np.bincount(
+            (sub + (np.arange(by.size) * n_ids)[:, None]).ravel(), minlength=by.size * n_ids
+        )
         lo[by, bx] = counts.reshape(by.size, n_ids).argmax(1)  # argmax: first (lowest) of ties
     return lo
 
