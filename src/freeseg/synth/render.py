@@ -75,13 +75,15 @@ def rasterize(parts: list[Part], pose: Pose, min_width: float) -> Sprite:
     lo, hi = pts.min(0) - half_w, pts.max(0) + half_w
     scale = pose.size / max(hi - lo)
     apply = _transform(pose, (lo + hi) / 2, scale)
-    corners = apply(np.array([[lo[0], lo[1]], [hi[0], lo[1]], [hi[0], hi[1]], [lo[0], hi[1]]]))
+    box = np.array([[lo[0], lo[1]], [hi[0], lo[1]], [hi[0], hi[1]], [lo[0], hi[1]]])
+    # Corners and vertices in one transform: the arithmetic is per point, so batching changes no bit.
+    moved = apply(np.concatenate([box, pts]))
+    corners = moved[:4]
     origin = np.floor(corners.min(0)) - 2
     w, h = (np.ceil(corners.max(0)) + 2 - origin).astype(int)
     part_img = Image.new("L", (int(w), int(h)))
     draw = ImageDraw.Draw(part_img)
-    # All vertices in one transform: the arithmetic is per point, so batching changes no bit.
-    xy_all = [tuple(p) for p in (apply(pts) - origin).tolist()]
+    xy_all = [tuple(p) for p in (moved[4:] - origin).tolist()]
     start = 0
     for idx, part in enumerate(parts, start=1):
         for shape in part.shapes:
@@ -176,7 +178,7 @@ def texture_and_shade(sprite: Sprite, parts: list[Part], rng: Rng, period: float
             plane += offset
         if darken is not None:  # × 1 off the outline changes no bit
             plane *= darken
-        rgb[box + (ch,)] = np.clip(plane, 0, 255, out=plane)
+        rgb[box + (ch,)] = plane.clip(0, 255, out=plane)
     sprite.rgb = rgb
 
 
@@ -196,7 +198,7 @@ def _lighten_or_darken(factor: np.ndarray) -> tuple[np.ndarray, np.ndarray | Non
     """
     if factor.max() <= 1.0:
         return factor, None
-    lift = np.clip(factor - np.float32(1.0), 0.0, 1.0)
+    lift = (factor - np.float32(1.0)).clip(0.0, 1.0)
     scale = np.minimum(factor, np.float32(1.0)) * (np.float32(1.0) - lift)
     return scale, np.float32(255.0) * lift
 

@@ -72,7 +72,7 @@ def background(rng: Rng, size: int) -> Image.Image:
     ramp = np.arange(size, dtype=np.float32) / max(size - 1, 1)
     yy, xx = ramp[:, None], ramp[None, :]
     a = rng.uniform(0, 2 * np.pi)
-    t = np.clip(0.5 + (xx - 0.5) * np.cos(a) + (yy - 0.5) * np.sin(a), 0, 1)  # (size, size) f64
+    t = (0.5 + (xx - 0.5) * np.cos(a) + (yy - 0.5) * np.sin(a)).clip(0, 1)  # (size, size) f64
     noise = rng.uniform(4, 14) * smooth_noise(rng, size, size, 5)
     fine = rng.uniform(1, 5) * smooth_noise(rng, size, size, max(size // 4, 2))
     rgb = np.empty((size, size, 3), np.uint8)
@@ -80,7 +80,7 @@ def background(rng: Rng, size: int) -> Image.Image:
         plane = c0[ch] * (1 - t) + c1[ch] * t
         plane += noise
         plane += fine
-        rgb[..., ch] = np.clip(plane, 0, 255)
+        rgb[..., ch] = plane.clip(0, 255, out=plane)
     return Image.fromarray(rgb)
 
 
@@ -91,8 +91,9 @@ def clutter(rng: Rng, img: Image.Image) -> None:
     before = img.copy()  # colours are picked from the image as it was before any clutter
     for _ in range(int(rng.integers(0, 4))):
         x, y = rng.uniform(0, w), rng.uniform(0, h)
-        base = np.array(before.getpixel((int(min(x, w - 1)), int(min(y, h - 1)))), int)
-        col = tuple(int(v) for v in np.clip(base + rng.integers(-28, 29, size=3), 0, 255))
+        base = before.getpixel((int(min(x, w - 1)), int(min(y, h - 1))))
+        shift = rng.integers(-28, 29, size=3).tolist()
+        col = tuple(min(max(b + d, 0), 255) for b, d in zip(base, shift, strict=True))
         if rng.random() < 0.5:
             x1, y1 = rng.uniform(0, w), rng.uniform(0, h)
             draw.line((x, y, x1, y1), fill=col, width=int(rng.integers(2, 2 + w // 40)))
@@ -140,6 +141,11 @@ def _clip_slices(y0: int, x0: int, h: int, w: int, hw: int):
     )
 
 
+def _mask_image(mask: np.ndarray) -> Image.Image:
+    """An ``(h, w)`` bool mask as a mode-"1" PIL image (what ``Image.fromarray`` makes, quicker)."""
+    return Image.frombuffer("1", (mask.shape[1], mask.shape[0]), mask, "raw", "1;8", 0, 1)
+
+
 class _Canvas:
     """Supersampled image, class map and instance map, with the occlusion bookkeeping.
 
@@ -183,7 +189,7 @@ class _Canvas:
                 ):
                     continue
             # PIL clips the box to the canvas as the slices do; a mode-"1" mask copies exactly.
-            self.image.paste(Image.fromarray(sprite.rgb), (x0, y0), Image.fromarray(mask))
+            self.image.paste(Image.fromarray(sprite.rgb), (x0, y0), _mask_image(mask))
             np.copyto(self.cls[dst], label, where=m)
             if label:
                 if covered is not None:
@@ -327,6 +333,6 @@ def render_scene(
     pixels = pil_to_numpy(small).astype(np.float32) + rng.normal(
         0, rng.uniform(0.5, 4), (image_size,) * 2 + (3,)
     )
-    image = np.clip(np.round(pixels), 0, 255).astype(np.uint8)
+    image = np.round(pixels).clip(0, 255).astype(np.uint8)
     label_map = ignore_boundaries(majority_downsample(canvas.cls, SUPERSAMPLE), ignore_band)
     return Scene(image, label_map, objects)
