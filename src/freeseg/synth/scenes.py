@@ -8,6 +8,7 @@ majority vote, then pixels near a label boundary get the VOC ignore value 255.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -85,21 +86,29 @@ def background(rng: Rng, size: int) -> Image.Image:
 
 
 def clutter(rng: Rng, img: Image.Image) -> None:
-    """Draw a few low-contrast lines and blobs in place (background texture, not objects)."""
-    draw = ImageDraw.Draw(img)
+    """Draw a few low-contrast lines and blobs in place (background texture, not objects).
+
+    Each colour is picked from the background as it was before any clutter: all shapes are
+    chosen first, then drawn in order (later ones cover earlier ones).
+    """
     w, h = img.size
-    before = img.copy()  # colours are picked from the image as it was before any clutter
+    shapes: list[tuple[str, tuple[float, float, float, float], dict]] = []
     for _ in range(int(rng.integers(0, 4))):
         x, y = rng.uniform(0, w), rng.uniform(0, h)
-        base = before.getpixel((int(min(x, w - 1)), int(min(y, h - 1))))
+        base = cast(tuple[int, int, int], img.getpixel((int(min(x, w - 1)), int(min(y, h - 1)))))
         shift = rng.integers(-28, 29, size=3).tolist()
         col = tuple(min(max(b + d, 0), 255) for b, d in zip(base, shift, strict=True))
         if rng.random() < 0.5:
             x1, y1 = rng.uniform(0, w), rng.uniform(0, h)
-            draw.line((x, y, x1, y1), fill=col, width=int(rng.integers(2, 2 + w // 40)))
+            width = int(rng.integers(2, 2 + w // 40))
+            shapes.append(("line", (x, y, x1, y1), {"fill": col, "width": width}))
         else:
             r = rng.uniform(0.05, 0.2) * w
-            draw.ellipse((x - r, y - r * rng.uniform(0.5, 1), x + r, y + r), fill=col)
+            xy = (x - r, y - r * rng.uniform(0.5, 1), x + r, y + r)
+            shapes.append(("ellipse", xy, {"fill": col}))
+    draw = ImageDraw.Draw(img)
+    for method, xy, style in shapes:
+        getattr(draw, method)(xy, **style)
 
 
 def distractor(rng: Rng) -> list[Part]:
