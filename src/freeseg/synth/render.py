@@ -166,7 +166,8 @@ def texture_and_shade(sprite: Sprite, parts: list[Part], rng: Rng, period: float
             factor = np.where(textured & on, factor * tone, factor)
     scale, offset = _lighten_or_darken(factor)
     darken = None
-    if rng.random() < 0.7:  # the box's border is the silhouette's, so its outline is the same
+    # The silhouette touches every side of its box, so the box alone gives its whole outline.
+    if rng.random() < 0.7:
         edge = _edges(part_map, width=int(rng.integers(2, 5)))
         darken = np.where(edge, np.float32(rng.uniform(0.3, 0.55)), np.float32(1.0))
     rgb = np.zeros((h, w, 3), np.uint8)
