@@ -35,6 +35,13 @@ def test_round_trip_and_palette(tmp_path):
     assert not list(path.parent.glob(".*"))  # no temporary file left behind
 
 
+def test_voc_palette_is_a_fresh_copy_each_call():
+    palette = voc_palette()
+    palette[:] = 7  # a caller's edit must not reach the next caller
+    assert all(tuple(voc_palette()[idx]) == colour for idx, colour in VOC_COLOURS.items())
+    assert voc_palette(8).shape == (8, 3) and tuple(voc_palette(8)[1]) == VOC_COLOURS[1]
+
+
 def test_load_grayscale_png_written_by_pil(tmp_path):
     label = np.array([[0, 1, 255], [90, 181, 7]], dtype=np.uint8)
     path = tmp_path / "gray.png"

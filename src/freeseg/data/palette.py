@@ -7,6 +7,7 @@ Label maps are stored as 8-bit palette ("P" mode) PNGs, as in VOC's
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 
@@ -20,8 +21,14 @@ def voc_palette(n: int = 256) -> np.ndarray:
     """VOC's bit-interleaved colour map.
 
     Returns:
-        ``(n, 3)`` uint8 array; entry 0 is black, 255 is (224, 224, 192).
+        ``(n, 3)`` uint8 array (a fresh copy); entry 0 is black, 255 is (224, 224, 192).
     """
+    return _voc_palette(n).copy()
+
+
+@functools.cache
+def _voc_palette(n: int) -> np.ndarray:
+    """The colour map, built once per ``n`` (every label PNG written puts it in its header)."""
     palette = np.zeros((n, 3), dtype=np.uint8)
     for idx in range(n):
         c, r, g, b = idx, 0, 0, 0

@@ -9,6 +9,7 @@ pixels.
 from __future__ import annotations
 
 import colorsys
+import functools
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -53,10 +54,19 @@ class Part:
 # --- geometry helpers (all in the local frame) ---------------------------------------------
 
 
+@functools.cache
+def _unit_circle(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """cos and sin of ``n`` angles evenly spaced from 0 (read-only, shared by every ellipse)."""
+    t = np.linspace(0.0, 2.0 * np.pi, n, endpoint=False)
+    cos, sin = np.cos(t), np.sin(t)
+    cos.flags.writeable = sin.flags.writeable = False
+    return cos, sin
+
+
 def ellipse(cx: float, cy: float, rx: float, ry: float, angle: float = 0.0, n: int = 40) -> Poly:
     """Ellipse centred at (cx, cy) with radii (rx, ry), rotated by ``angle`` radians."""
-    t = np.linspace(0.0, 2.0 * np.pi, n, endpoint=False)
-    x, y = rx * np.cos(t), ry * np.sin(t)
+    cos, sin = _unit_circle(n)
+    x, y = rx * cos, ry * sin
     c, s = np.cos(angle), np.sin(angle)
     return Poly(np.stack([cx + c * x - s * y, cy + s * x + c * y], axis=1))
 

@@ -8,13 +8,21 @@ majority vote, then pixels near a label boundary get the VOC ignore value 255.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 from PIL import Image, ImageDraw
 
 from freeseg.synth.classes import CLASSES
 from freeseg.synth.parts import Part, Rng, circle, color_name, hsv, lumpy, poly, star, stroke
-from freeseg.synth.render import Pose, Sprite, rasterize, smooth_noise, texture_and_shade
+from freeseg.synth.render import (
+    Pose,
+    Sprite,
+    pil_to_numpy,
+    rasterize,
+    smooth_noise,
+    texture_and_shade,
+)
 
 SUPERSAMPLE = 4
 IGNORE = 255
@@ -62,30 +70,45 @@ def background(rng: Rng, size: int) -> Image.Image:
     val = (0.25, 0.55) if dark_mode else (0.55, 0.92)
     c0 = np.array(hsv(rng, [(0, 360)], (0.05, 0.45), val), np.float32)
     c1 = np.array(hsv(rng, [(0, 360)], (0.05, 0.45), val), np.float32)
-    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / max(size - 1, 1)
+    ramp = np.arange(size, dtype=np.float32) / max(size - 1, 1)
+    yy, xx = ramp[:, None], ramp[None, :]
     a = rng.uniform(0, 2 * np.pi)
-    t = np.clip(0.5 + (xx - 0.5) * np.cos(a) + (yy - 0.5) * np.sin(a), 0, 1)[..., None]
-    img = c0 * (1 - t) + c1 * t
-    img += rng.uniform(4, 14) * smooth_noise(rng, size, size, 5)[..., None]
-    img += rng.uniform(1, 5) * smooth_noise(rng, size, size, max(size // 4, 2))[..., None]
-    return Image.fromarray(np.clip(img, 0, 255).astype(np.uint8))
+    t = (0.5 + (xx - 0.5) * np.cos(a) + (yy - 0.5) * np.sin(a)).clip(0, 1)  # (size, size) f64
+    noise = rng.uniform(4, 14) * smooth_noise(rng, size, size, 5)
+    fine = rng.uniform(1, 5) * smooth_noise(rng, size, size, max(size // 4, 2))
+    rgb = np.empty((size, size, 3), np.uint8)
+    for ch in range(3):  # per plane, in float64 as the colours promote with t
+        plane = c0[ch] * (1 - t) + c1[ch] * t
+        plane += noise
+        plane += fine
+        rgb[..., ch] = plane.clip(0, 255, out=plane)
+    return Image.fromarray(rgb)
 
 
 def clutter(rng: Rng, img: Image.Image) -> None:
-    """Draw a few low-contrast lines and blobs in place (background texture, not objects)."""
-    draw = ImageDraw.Draw(img)
+    """Draw a few low-contrast lines and blobs in place (background texture, not objects).
+
+    Each colour is picked from the background as it was before any clutter: all shapes are
+    chosen first, then drawn in order (later ones cover earlier ones).
+    """
     w, h = img.size
-    arr = np.asarray(img)
+    shapes: list[tuple[str, tuple[float, float, float, float], dict]] = []
     for _ in range(int(rng.integers(0, 4))):
         x, y = rng.uniform(0, w), rng.uniform(0, h)
-        base = arr[int(min(y, h - 1)), int(min(x, w - 1))].astype(int)
-        col = tuple(int(v) for v in np.clip(base + rng.integers(-28, 29, size=3), 0, 255))
+        base = cast(tuple[int, int, int], img.getpixel((int(min(x, w - 1)), int(min(y, h - 1)))))
+        shift = rng.integers(-28, 29, size=3).tolist()
+        col = tuple(min(max(b + d, 0), 255) for b, d in zip(base, shift, strict=True))
         if rng.random() < 0.5:
             x1, y1 = rng.uniform(0, w), rng.uniform(0, h)
-            draw.line((x, y, x1, y1), fill=col, width=int(rng.integers(2, 2 + w // 40)))
+            width = int(rng.integers(2, 2 + w // 40))
+            shapes.append(("line", (x, y, x1, y1), {"fill": col, "width": width}))
         else:
             r = rng.uniform(0.05, 0.2) * w
-            draw.ellipse((x - r, y - r * rng.uniform(0.5, 1), x + r, y + r), fill=col)
+            xy = (x - r, y - r * rng.uniform(0.5, 1), x + r, y + r)
+            shapes.append(("ellipse", xy, {"fill": col}))
+    draw = ImageDraw.Draw(img)
+    for method, xy, style in shapes:
+        getattr(draw, method)(xy, **style)
 
 
 def distractor(rng: Rng) -> list[Part]:
@@ -127,12 +150,21 @@ def _clip_slices(y0: int, x0: int, h: int, w: int, hw: int):
     )
 
 
+def _mask_image(mask: np.ndarray) -> Image.Image:
+    """An ``(h, w)`` bool mask as a mode-"1" PIL image (what ``Image.fromarray`` makes, quicker)."""
+    return Image.frombuffer("1", (mask.shape[1], mask.shape[0]), mask, "raw", "1;8", 0, 1)
+
+
 class _Canvas:
-    """Supersampled image, class map and instance map, with the occlusion bookkeeping."""
+    """Supersampled image, class map and instance map, with the occlusion bookkeeping.
+
+    The image stays a PIL image from the background to the final reduction, so it is never
+    converted whole to numpy and back; sprites are pasted into it through their masks.
+    """
 
     def __init__(self, img: Image.Image) -> None:
-        self.rgb = np.asarray(img).copy()
-        hw = self.rgb.shape[0]
+        self.image = img
+        hw = img.height
         self.cls = np.zeros((hw, hw), np.uint8)
         self.inst = np.zeros((hw, hw), np.uint8)
         self.area: list[int] = [0]  # per instance id, pixels when drawn
@@ -144,35 +176,40 @@ class _Canvas:
 
         Returns the instance id (0 for a distractor), or None if no place was found.
         """
-        hw = self.rgb.shape[0]
+        hw = self.image.height
         h, w = sprite.parts.shape
         mask = sprite.mask
-        total = int(mask.sum())
+        total = int(np.count_nonzero(mask))
         for _ in range(tries):
             y0 = int(rng.integers(-int(MAX_OUTSIDE * h), max(hw - h + int(MAX_OUTSIDE * h), 1) + 1))
             x0 = int(rng.integers(-int(MAX_OUTSIDE * w), max(hw - w + int(MAX_OUTSIDE * w), 1) + 1))
             dst, src = _clip_slices(y0, x0, h, w, hw)
             m = mask[src]
-            inside = int(m.sum())
+            inside = int(np.count_nonzero(m))
             if inside < (1 - MAX_OUTSIDE) * total:
                 continue
-            covered = np.bincount(self.inst[dst][m], minlength=len(self.area))
-            if label and any(
-                self.visible[i] - covered[i] < MIN_VISIBLE * self.area[i]
-                for i in range(1, len(self.area))
-            ):
-                continue
-            np.copyto(self.rgb[dst], sprite.rgb[src], where=m[..., None])
-            self.cls[dst][m] = label
+            # Only an object (not a distractor) is checked, and only against earlier objects.
+            covered = None
+            if label and len(self.area) > 1:
+                covered = np.bincount(self.inst[dst][m], minlength=len(self.area))
+                if any(
+                    self.visible[i] - covered[i] < MIN_VISIBLE * self.area[i]
+                    for i in range(1, len(self.area))
+                ):
+                    continue
+            # PIL clips the box to the canvas as the slices do; a mode-"1" mask copies exactly.
+            self.image.paste(Image.fromarray(sprite.rgb), (x0, y0), _mask_image(mask))
+            np.copyto(self.cls[dst], label, where=m)
             if label:
-                for i in range(1, len(self.area)):
-                    self.visible[i] -= int(covered[i])
-                self.inst[dst][m] = len(self.area)
+                if covered is not None:
+                    for i in range(1, len(self.area)):
+                        self.visible[i] -= int(covered[i])
+                np.copyto(self.inst[dst], len(self.area), where=m)
                 self.area.append(inside)
                 self.visible.append(inside)
                 self.total.append(total)
                 return len(self.area) - 1
-            self.inst[dst][m] = 0
+            np.copyto(self.inst[dst], 0, where=m)
             return 0
         return None
 
@@ -182,17 +219,36 @@ class _Canvas:
 
 
 def majority_downsample(label_ss: np.ndarray, factor: int) -> np.ndarray:
-    """``(H·f, W·f)`` label map → ``(H, W)``: the most frequent id per f×f block (ties → lower id)."""
+    """``(H·f, W·f)`` label map → ``(H, W)``: the most frequent id per f×f block (ties → lower id).
+
+    Ids are small non-negative integers (uint8). Only blocks holding more than one id are
+    voted on; they are found as the blocks whose smallest and largest id differ.
+    """
     hs, ws = label_ss.shape[0] // factor, label_ss.shape[1] // factor
-    blocks = label_ss.reshape(hs, factor, ws, factor).transpose(0, 2, 1, 3).reshape(hs * ws, -1)
-    out = blocks[:, 0].copy()
-    mixed = np.flatnonzero((blocks != out[:, None]).any(axis=1))
-    if mixed.size:  # vote only where a block holds more than one id
-        sub = blocks[mixed]
-        ids = np.unique(sub)
-        counts = np.stack([(sub == i).sum(-1) for i in ids], axis=-1)
-        out[mixed] = ids[counts.argmax(-1)]
-    return out.reshape(hs, ws)
+    lo, hi = (_block_reduce(op, label_ss, factor, hs, ws) for op in (np.minimum, np.maximum))
+    by, bx = np.nonzero(lo != hi)
+    if by.size:
+        off = np.arange(factor)
+        rows = (by * factor)[:, None, None] + off[None, :, None]
+        cols = (bx * factor)[:, None, None] + off[None, None, :]
+        sub = label_ss[rows, cols].reshape(by.size, -1).astype(np.intp)  # (mixed, f·f)
+        n_ids = int(hi.max()) + 1
+        counts = np.bincount(
+            (sub + (np.arange(by.size) * n_ids)[:, None]).ravel(), minlength=by.size * n_ids
+        )
+        lo[by, bx] = counts.reshape(by.size, n_ids).argmax(1)  # argmax: first (lowest) of ties
+    return lo
+
+
+def _block_reduce(op: np.ufunc, a: np.ndarray, factor: int, hs: int, ws: int) -> np.ndarray:
+    """``op`` (np.minimum / np.maximum) over each f×f block of ``a``, as ``(hs, ws)``."""
+    rows = a[0 : hs * factor : factor].copy()  # (hs, W): over the rows of each block first
+    for i in range(1, factor):
+        op(rows, a[i : hs * factor : factor], out=rows)
+    out = rows[:, 0 : ws * factor : factor].copy()
+    for j in range(1, factor):
+        op(out, rows[:, j : ws * factor : factor], out=out)
+    return out
 
 
 def ignore_boundaries(label: np.ndarray, band: int) -> np.ndarray:
@@ -202,18 +258,37 @@ def ignore_boundaries(label: np.ndarray, band: int) -> np.ndarray:
     kept, and both sides of an object/object boundary are marked. So an object keeps its
     whole silhouette and is ringed by a ``band``-px ignore outline, as VOC's outline rings
     objects (at 64² a band on both sides would cost thin objects half their pixels).
+
+    The window (edge-padded) holds an object id other than the pixel's own exactly when it
+    holds some object at all and its largest id or its smallest object id is not the pixel's.
+    Ids are non-negative integers (uint8).
     """
     if band <= 0:
         return label.copy()
-    h, w = label.shape
-    padded = np.pad(label, band, mode="edge")
-    near = np.zeros((h, w), bool)
-    for dy in range(2 * band + 1):
-        for dx in range(2 * band + 1):
-            other = padded[dy : dy + h, dx : dx + w]
-            near |= (other != label) & (other != 0)
+    largest = np.iinfo(label.dtype).max
+    hi = _window(np.maximum, label, band)
+    lo = _window(np.minimum, np.where(label == 0, label.dtype.type(largest), label), band)
+    near = (hi != 0) & ((hi != label) | (lo != label))
     out = label.copy()
     out[near] = IGNORE
+    return out
+
+
+def _window(op: np.ufunc, a: np.ndarray, band: int) -> np.ndarray:
+    """``op`` (np.minimum / np.maximum) over the ``(2·band+1)²`` window, edges repeated."""
+    h, w = a.shape
+    p = np.empty((h + 2 * band, w + 2 * band), a.dtype)  # np.pad(a, band, mode="edge")
+    p[band : band + h, band : band + w] = a
+    p[:band, band : band + w] = a[0]
+    p[band + h :, band : band + w] = a[-1]
+    p[:, :band] = p[:, band : band + 1]
+    p[:, band + w :] = p[:, band + w - 1 : band + w]
+    rows = p[:, 0:w].copy()  # (h + 2·band, w): along each row first
+    for dx in range(1, 2 * band + 1):
+        op(rows, p[:, dx : dx + w], out=rows)
+    out = rows[0:h].copy()
+    for dy in range(1, 2 * band + 1):
+        op(out, rows[dy : dy + h], out=out)
     return out
 
 
@@ -263,10 +338,10 @@ def render_scene(
         SceneObject(label, color, size, round(canvas.visible_fraction(inst), 3))
         for inst, label, color, size in placed
     ]
-    small = Image.fromarray(canvas.rgb).reduce(SUPERSAMPLE)  # box filter: area-average antialiasing
-    pixels = np.asarray(small, np.float32) + rng.normal(
+    small = canvas.image.reduce(SUPERSAMPLE)  # box filter: area-average antialiasing
+    pixels = pil_to_numpy(small).astype(np.float32) + rng.normal(
         0, rng.uniform(0.5, 4), (image_size,) * 2 + (3,)
     )
-    image = np.clip(np.round(pixels), 0, 255).astype(np.uint8)
+    image = np.round(pixels).clip(0, 255).astype(np.uint8)
     label_map = ignore_boundaries(majority_downsample(canvas.cls, SUPERSAMPLE), ignore_band)
     return Scene(image, label_map, objects)
