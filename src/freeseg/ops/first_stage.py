@@ -114,7 +114,8 @@ def first_stage(
     With the ``pls`` strategy only the maps of the labels in P are resized to ``size``: Eq. 7
     and Eq. 9 read M̂, which is 0 outside P, so the other maps never matter (P is usually one
     to three classes of 21 or 81). The result equals :func:`first_stage_from_itsm` on every
-    map resized (the background B = t >= 0 wins every tie, as with the zero maps).
+    map resized (the background B = t >= 0 wins every tie, as with the zero maps). A negative
+    t, where a zero map outside P can win, resizes every map.
 
     Args:
         raw: ``(C, h, w)`` raw ITSM on the token grid.
@@ -128,7 +129,7 @@ def first_stage(
         :class:`FirstStage` at ``size``, on ``raw``'s device; its ``itsm`` holds the maps of
         P only (zeros elsewhere are not materialised): ``(|P|, H, W)``.
     """
-    if config.strategy != "pls":
+    if config.strategy != "pls" or not config.background >= 0:
         return first_stage_from_itsm(resize_itsm(raw, size), scores, lo, hi, config)
     if raw.ndim != 3 or scores.shape != raw.shape[:1]:
         raise ValueError(
@@ -145,7 +146,7 @@ def first_stage(
     keep = torch.ones(1, chosen.numel(), dtype=torch.bool, device=device)
     local = partial_label_segmentation(maps, keep, config.background)[0]  # 0, or 1..P
     class_ids = torch.cat([chosen.new_zeros(1), chosen + 1])
-    seg = class_ids[local]
+    seg = torch.take(class_ids, local)  # local id → class id (a flat gather: no index kernel)
     if config.partial_pixel:
         credible = partial_pixel_weights(maps, keep, config.background, config.delta)[0]
     else:
