@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from freeseg.data.pseudomasks import pseudo_label_map
-from freeseg.ops.first_stage import PartialLabelConfig, first_stage
+from freeseg.ops.first_stage import PartialLabelConfig, first_stage, first_stage_with_labels
 from freeseg.ops.partial_labels import partial_label_segmentation, partial_pixel_weights
 
 F32 = np.float32
@@ -127,6 +127,20 @@ def test_first_stage_pseudo_mask_equals_full_stack_argmax(cfg, grid, size, quart
     assert ties > 0  # the case really has tied maxima
     if quarters and cfg.delta == 0.25:
         assert edges > 0  # and maxima exactly at t ± Δt (Eq. 9's strict comparisons)
+
+
+@pytest.mark.parametrize("t", [0.5, 0.0, -0.1])
+def test_first_stage_with_given_labels_equals_full_stack_argmax(t) -> None:
+    """P given (first_stage after Eq. 8): Eq. 7 only, every map resized for t < 0."""
+    gen = torch.Generator().manual_seed(11)
+    cfg = PartialLabelConfig(background=t, partial_pixel=False)
+    for raw, _, _, _ in _records(gen, (7, 7), quarters=True):
+        raw = raw.half()
+        for labels in (torch.rand(21, generator=gen) > 0.7, torch.ones(21), torch.zeros(21)):
+            out = first_stage_with_labels(raw, labels.bool(), (14, 14), cfg)
+            expected = _reference_mask(_reference_itsm(raw, (14, 14)), labels.bool().numpy(), cfg)
+            assert out.seg.dtype == torch.int64 and bool(out.credible.all())
+            np.testing.assert_array_equal(out.seg.numpy(), expected)
 
 
 def _upcast(itsm: np.ndarray) -> np.ndarray:
