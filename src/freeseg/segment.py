@@ -135,6 +135,8 @@ def segment_images(
             labels = zero_shot_labels(scores, scale, min_prob)
         else:
             labels = torch.ones_like(scores, dtype=torch.bool)
+        # every map, in one stack: the CPU bilinear kernel rounds a map in the last C mod 8
+        # channels apart, so resizing the maps of P alone moves a few tied pixels
         itsm = module.itsm_at(raw[0], (image.height, image.width))
         mask = partial_label_segmentation(itsm[None], labels, float(background))[0].numpy()
         stem = Path(path).stem

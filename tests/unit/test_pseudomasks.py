@@ -27,6 +27,8 @@ def test_pseudo_label_map_hand_worked() -> None:
         pseudo_label_map(torch.tensor([[255]]), torch.tensor([[True]]))
     with pytest.raises(ValueError, match="differ"):
         pseudo_label_map(seg, credible[:1])
+    with pytest.raises(ValueError, match="credible must be a bool tensor"):
+        pseudo_label_map(seg, credible.to(torch.uint8))
 
 
 def test_records_round_trip(tmp_path) -> None:

@@ -77,14 +77,16 @@ def pseudo_label_map(seg: torch.Tensor, credible: torch.Tensor) -> np.ndarray:
         ``(H, W)`` uint8.
 
     Raises:
-        ValueError: for mismatched shapes or a class id >= 255.
+        ValueError: for mismatched shapes, a non-bool ``credible`` or a class id >= 255.
     """
     if seg.shape != credible.shape:
         raise ValueError(f"seg {tuple(seg.shape)} and credible {tuple(credible.shape)} differ")
+    if credible.dtype != torch.bool:
+        raise ValueError(f"credible must be a bool tensor, got {credible.dtype}")
     if seg.numel() and int(seg.max()) >= IGNORE_INDEX:
         raise ValueError(f"class ids must be < {IGNORE_INDEX}, got {int(seg.max())}")
-    out = torch.where(credible, seg, torch.full_like(seg, IGNORE_INDEX))
-    return out.to(torch.uint8).cpu().numpy()
+    ignored = (~credible).to(torch.uint8).mul_(IGNORE_INDEX)  # 0 or 255, and 255 | id = 255
+    return torch.bitwise_or(seg.to(torch.uint8), ignored).cpu().numpy()
 
 
 # ----------------------------------------------------------------------------- records

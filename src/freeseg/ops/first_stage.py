@@ -30,6 +30,7 @@ __all__ = [
     "PartialLabelConfig",
     "first_stage",
     "first_stage_from_itsm",
+    "first_stage_with_labels",
     "zero_shot_labels",
 ]
 
@@ -114,7 +115,8 @@ def first_stage(
     With the ``pls`` strategy only the maps of the labels in P are resized to ``size``: Eq. 7
     and Eq. 9 read M̂, which is 0 outside P, so the other maps never matter (P is usually one
     to three classes of 21 or 81). The result equals :func:`first_stage_from_itsm` on every
-    map resized (the background B = t >= 0 wins every tie, as with the zero maps).
+    map resized (the background B = t >= 0 wins every tie, as with the zero maps). A negative
+    t, where a zero map outside P can win, resizes every map (:func:`first_stage_with_labels`).
 
     Args:
         raw: ``(C, h, w)`` raw ITSM on the token grid.
@@ -126,7 +128,7 @@ def first_stage(
 
     Returns:
         :class:`FirstStage` at ``size``, on ``raw``'s device; its ``itsm`` holds the maps of
-        P only (zeros elsewhere are not materialised): ``(|P|, H, W)``.
+        P only (zeros elsewhere are not materialised): ``(|P|, H, W)`` (t >= 0).
     """
     if config.strategy != "pls":
         return first_stage_from_itsm(resize_itsm(raw, size), scores, lo, hi, config)
@@ -135,17 +137,47 @@ def first_stage(
             f"raw must be (C, h, w) and scores (C,), got {tuple(raw.shape)} and "
             f"{tuple(scores.shape)}"
         )
+    labels = _label_set(scores, lo, hi, config, raw.device)[0]  # (C,)
+    return first_stage_with_labels(raw, labels, size, config)
+
+
+def first_stage_with_labels(
+    raw: Tensor, labels: Tensor, size: tuple[int, int], config: PartialLabelConfig
+) -> FirstStage:
+    """:func:`first_stage` for a given label set P (Eq. 8's, or any other).
+
+    Only the maps of P are resized when t >= 0; a negative t, where a zero map outside P can
+    win Eq. 7, resizes every map.
+
+    Args:
+        raw: ``(C, h, w)`` raw ITSM on the token grid.
+        labels: ``(C,)`` bool label set P.
+        size: ``(H, W)`` output size.
+        config: thresholds and switches (``strategy`` is not read: P is given).
+
+    Returns:
+        :class:`FirstStage` at ``size``, on ``raw``'s device; ``itsm`` ``(|P|, H, W)``
+        (``(C, H, W)`` for t < 0).
+    """
+    if raw.ndim != 3 or labels.shape != raw.shape[:1]:
+        raise ValueError(
+            f"raw must be (C, h, w) and labels (C,), got {tuple(raw.shape)} and "
+            f"{tuple(labels.shape)}"
+        )
     device = raw.device
-    labels = _label_set(scores, lo, hi, config, device)[0]  # (C,)
-    chosen = labels.nonzero().flatten()  # (P,)
+    labels = labels.to(device=device, dtype=torch.bool)
+    if config.background >= 0:  # the zero maps outside P never beat B = t
+        chosen = labels.nonzero().flatten()  # (P,)
+        keep = torch.ones(1, chosen.numel(), dtype=torch.bool, device=device)
+    else:
+        chosen, keep = torch.arange(raw.shape[0], device=device), labels[None]
     if chosen.numel():
         maps = resize_itsm(raw[chosen], size)[None]  # (1, P, H, W)
     else:  # no label: all background (interpolate refuses 0 channels)
         maps = torch.zeros((1, 0, *size), device=device)
-    keep = torch.ones(1, chosen.numel(), dtype=torch.bool, device=device)
     local = partial_label_segmentation(maps, keep, config.background)[0]  # 0, or 1..P
     class_ids = torch.cat([chosen.new_zeros(1), chosen + 1])
-    seg = class_ids[local]
+    seg = torch.take(class_ids, local)  # local id → class id (a flat gather: no index kernel)
     if config.partial_pixel:
         credible = partial_pixel_weights(maps, keep, config.background, config.delta)[0]
     else:

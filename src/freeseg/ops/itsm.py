@@ -118,5 +118,8 @@ def resize_itsm(raw: Tensor, size: tuple[int, int]) -> Tensor:
     grid = raw.float()
     up = F.interpolate(grid[None], size=tuple(size), mode="bilinear", align_corners=False)[0]
     span = grid.amax(dim=(-2, -1)) - grid.amin(dim=(-2, -1))  # (C,)
-    constant = (span <= CONSTANT_SPAN)[:, None, None]
-    return minmax_normalize(up).masked_fill(constant, 0.0)
+    constant = span <= CONSTANT_SPAN
+    itsm = minmax_normalize(up)
+    if bool(constant.any()):  # in place, and only then: a full-size pass per map otherwise
+        itsm.masked_fill_(constant[:, None, None], 0.0)
+    return itsm

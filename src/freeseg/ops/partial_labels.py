@@ -133,6 +133,12 @@ def _masked_itsm(itsm: Tensor, labels: Tensor) -> Tensor:
     return torch.where(keep, itsm, torch.zeros_like(itsm))
 
 
+def _channels_in_p(keep: Tensor) -> list[tuple[int, bool]]:
+    """Channels in P of some image, each with whether it is in P of every image (one sync)."""
+    some, every = keep.any(dim=0).tolist(), keep.all(dim=0).tolist()
+    return [(c, every[c]) for c in range(len(some)) if some[c]]
+
+
 def partial_label_segmentation(itsm: Tensor, labels: Tensor, background: float = 0.5) -> Tensor:
     """First-stage segmentation with the Partial Label Strategy (PLS).
 
@@ -141,6 +147,12 @@ def partial_label_segmentation(itsm: Tensor, labels: Tensor, background: float =
     Ties go to the earlier channel of the concatenation (``torch.argmax`` returns the first
     maximum): background wins a tie with any class, and a lower class wins over a higher one.
     An image with no label is all background (for t >= 0).
+
+    For t >= 0 the argmax is a running maximum over the channels of P alone: a zero map never
+    beats the running maximum (>= t >= 0), a strict > keeps the earlier channel on a tie, and
+    the last channel to beat it is the argmax. So neither the stack of all C maps nor its
+    argmax is built. A negative t (zero maps can win) or a NaN in a map of P (``argmax``
+    takes the first NaN) takes the argmax as written. Compared in float32 at least.
 
     Args:
         itsm: ``(B, C, H, W)`` float ITSM in [0, 1].
@@ -153,10 +165,27 @@ def partial_label_segmentation(itsm: Tensor, labels: Tensor, background: float =
     Raises:
         ValueError: for mismatched shapes.
     """
-    m_hat = _masked_itsm(itsm, labels)
-    b, _, h, w = m_hat.shape
-    bg = m_hat.new_full((b, 1, h, w), background)
-    return torch.cat([bg, m_hat], dim=1).argmax(dim=1)
+    _check_itsm_labels(itsm, labels)
+    itsm, keep = full_precision(itsm), labels.to(torch.bool)  # compared with t: float32 at least
+    b, num_classes, h, w = itsm.shape
+    channels = _channels_in_p(keep)
+    nan = b * h * w > 0 and any(bool(itsm[:, c].amax().isnan()) for c, _ in channels)
+    if nan or not background >= 0:
+        m_hat = _masked_itsm(itsm, keep)
+        bg = m_hat.new_full((b, 1, h, w), background)
+        return torch.cat([bg, m_hat], dim=1).argmax(dim=1)
+    # ids in bytes while they fit (byte arithmetic is the fast kind), widened once at the end
+    ids = torch.uint8 if num_classes < 255 else torch.long
+    best = itsm.new_full((b, h, w), background)  # t in the ITSM's dtype, as in the concat
+    seg = torch.zeros((b, h, w), dtype=ids, device=itsm.device)
+    for c, everywhere in channels:
+        m = itsm[:, c]  # (B, H, W)
+        if not everywhere:  # 0 where c is not in the image's P: it never beats best >= 0
+            m = torch.where(keep[:, c, None, None], m, 0.0)
+        better = m > best
+        seg = torch.maximum(seg, better.to(ids).mul_(c + 1))
+        best = torch.maximum(best, m)
+    return seg.long()
 
 
 def direct_argmax_segmentation(itsm: Tensor, background: float = 0.5) -> Tensor:
@@ -182,8 +211,10 @@ def partial_pixel_weights(
 
     Eq. 9: W = (max_c M̂ > t + Δt) ∪ (max_c M̂ < t − Δt).
 
-    Comparisons are strict. With no label in P, max_c M̂ = 0, so every pixel is credible
-    background whenever t − Δt > 0.
+    Comparisons are strict, in float32 at least. With no label in P, max_c M̂ = 0, so every
+    pixel is credible background whenever t − Δt > 0. The maximum is taken over the maps of P
+    alone, then with 0 for an image that has a class outside P (a zero map of M̂); the stack
+    of all C maps is not built.
 
     Args:
         itsm: ``(B, C, H, W)`` float ITSM in [0, 1].
@@ -199,10 +230,19 @@ def partial_pixel_weights(
     """
     if delta < 0:
         raise ValueError(f"delta must be >= 0, got {delta}")
-    m_hat = _masked_itsm(itsm, labels)
-    b, c, h, w = m_hat.shape
-    if c == 0:
-        peak = m_hat.new_zeros((b, h, w))
-    else:
-        peak = m_hat.amax(dim=1)  # (B, H, W)
+    _check_itsm_labels(itsm, labels)
+    itsm, keep = full_precision(itsm), labels.to(torch.bool)  # as in _masked_itsm
+    b, _, h, w = itsm.shape
+    # max over the maps of P alone (maximum is exact and propagates NaN as amax does), then
+    # the zero maps of M̂: an image with a class outside P has 0 among its values
+    peak: Tensor | None = None
+    for c, everywhere in _channels_in_p(keep):
+        m = itsm[:, c] if everywhere else torch.where(keep[:, c, None, None], itsm[:, c], 0.0)
+        peak = m if peak is None else torch.maximum(peak, m)
+    if peak is None:
+        peak = itsm.new_zeros((b, h, w))
+    elif not bool(keep.all()):
+        outside = ~keep.all(dim=1)  # (B,)
+        floor = torch.full((b, 1, 1), float("-inf"), dtype=itsm.dtype, device=itsm.device)
+        peak = torch.maximum(peak, floor.masked_fill_(outside[:, None, None], 0.0))
     return (peak > background + delta) | (peak < background - delta)
