@@ -59,7 +59,9 @@ class RecordingDemo(Demo):
         self.commands: dict[Path, list[str]] = {}
         self.validations: list[tuple[tuple, tuple, int]] = []  # own settings, fit's, seed
 
-    def stage(self, name: str, run_dir: Path, args: list[str], logged: bool = True) -> None:
+    def stage(
+        self, name: str, run_dir: Path, args: list[str], logged: bool = True, wide: bool = False
+    ) -> None:
         if args[0] == "fit":
             assert run_dir not in self.fits, f"{run_dir} trained twice"
             self.fits[run_dir], self.commands[run_dir] = _resolved(args), args
@@ -132,6 +134,8 @@ def test_the_demo_and_ablation_stages_wait_for_what_they_read(tmp_path: Path):
         "oracle_test": {"oracle"},
     }
     assert not (tmp_path / "runs").exists()  # queued, not run
+    # stage 0, which everything after it waits for, runs alone with every core
+    assert {s.run_dir.name for s in demo.queue._queued if s.wide} == {"iclip"}
     # trained on the world first, stage 0 waits for the encoder
     demo = Demo(tmp_path / "world", tmp_path / "runs", 4, jobs=2)
     demo.stage0()

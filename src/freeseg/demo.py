@@ -91,11 +91,14 @@ class Demo:
         self.encoder_file = runs / "encoder/vit.pth" if encoder is None else encoder
         self.iclip_ckpt = runs / "iclip/logs/version_0/checkpoints/last.ckpt"
 
-    def stage(self, name: str, run_dir: Path, args: list[str], logged: bool = True) -> None:
+    def stage(
+        self, name: str, run_dir: Path, args: list[str], logged: bool = True, wide: bool = False
+    ) -> None:
         """Run (or, with ``jobs`` > 1, queue) one ``freeseg`` command into ``run_dir`` unless
-        it finished before."""
+        it finished before; ``wide``: alone, with every core (see `StageQueue.submit`)."""
         where = _run_dir_args(run_dir) if logged else [f"--trainer.default_root_dir={run_dir}"]
-        self.queue.submit(name, run_dir, args + where + self.extra.get(run_dir.name, []))
+        full = args + where + self.extra.get(run_dir.name, [])
+        self.queue.submit(name, run_dir, full, wide=wide)
 
     def run(self) -> None:
         """Run the queued stages (nothing to do with ``jobs=1``): see `StageQueue.run`."""
@@ -123,6 +126,7 @@ class Demo:
                 + [f"--model.init_args.export={self.encoder_file}"]
                 + ([self._classes("model")] if reads_classes else [])
                 + _world_overrides(self.world),
+                wide=True,  # stage 0 and everything after it wait for it
             )
         elif not self.encoder_file.is_file():
             raise FileNotFoundError(
@@ -135,6 +139,7 @@ class Demo:
             "stage 0: ICLIP with smoothed min pooling (frozen encoder)",
             self.runs / "iclip",
             ["fit", *self._iclip_args()] + _world_overrides(self.world),
+            wide=True,  # stages 1 and 2 wait for it, and it gains from every core
         )
 
     def stage1_eval(self) -> None:

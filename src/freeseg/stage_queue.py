@@ -7,11 +7,12 @@ and :meth:`StageQueue.run` starts each one as a subprocess once every stage it r
 finished: a command waits for every earlier command whose run directory one of its
 arguments points into (a checkpoint, a pseudo-mask folder, an encoder file). Each
 subprocess gets ``cores // jobs`` threads and writes its output to ``output.log`` in its run
-directory.
+directory. A *wide* stage (one the rest of the chain waits for, such as stage 0) runs alone
+with every core: it starts when nothing runs, and nothing starts beside it.
 
-On 2 cores, two one-thread trainings side by side finish in about the time of one with two
-threads: the small convolutions of stage 2 do not gain from a second thread at all, and
-stage 0 gains about 1.3x.
+Measured on 2 cores: stage 2's small convolutions do not gain from a second thread, so two
+stage-2 trainings side by side take about the time of one; stage 0 gains about 1.3x from the
+second thread, and side by side with another training it slows by about 1.9x.
 """
 
 from __future__ import annotations
@@ -75,6 +76,7 @@ class _Stage:
     run_dir: Path
     args: list[str]
     needs: list[Path]  # run directories of earlier stages this one reads
+    wide: bool = False  # runs alone, with every core
 
 
 @dataclass
@@ -113,9 +115,10 @@ class StageQueue:
         self._queued: list[_Stage] = []
         self._submitted: list[Path] = []
 
-    def submit(self, name: str, run_dir: Path, args: list[str]) -> None:
+    def submit(self, name: str, run_dir: Path, args: list[str], wide: bool = False) -> None:
         """Run (``jobs=1``) or queue the command ``args`` into ``run_dir`` unless it finished
-        (or is queued already: a stage several chains share runs once)."""
+        (or is queued already: a stage several chains share runs once). ``wide``: the stage
+        runs alone with every core (for one that the stages after it wait for)."""
         if run_dir in self._submitted:
             return
         seconds = done_seconds(run_dir)
@@ -135,7 +138,7 @@ class StageQueue:
             for earlier in self._submitted
             if earlier.parts != own and _points_into(args, earlier)
         ]
-        self._queued.append(_Stage(name, run_dir, list(args), needs))
+        self._queued.append(_Stage(name, run_dir, list(args), needs, wide))
         self._submitted.append(run_dir)
 
     def _finish(self, name: str, run_dir: Path, seconds: float) -> None:
@@ -152,9 +155,10 @@ class StageQueue:
         log.write(f"$ freeseg {' '.join(stage.args)}\n")
         log.flush()
         env = dict(os.environ, PYTHONUNBUFFERED="1")
+        count = usable_cores() if stage.wide else self.threads
         for key in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
-            env[key] = str(self.threads)
-        threads = f"{self.threads} thread{'s' if self.threads > 1 else ''}"
+            env[key] = str(count)
+        threads = f"{count} thread{'s' if count > 1 else ''}"
         print(f"{self.prefix} {stage.name} ... ({threads}, log {log_path})", flush=True)
         process = subprocess.Popen(
             self.command(stage.args), stdout=log, stderr=subprocess.STDOUT, env=env
@@ -162,7 +166,8 @@ class StageQueue:
         return _Running(stage, process, log, time.perf_counter())
 
     def run(self) -> None:
-        """Run every queued stage, at most ``jobs`` at once, each after the stages it reads.
+        """Run every queued stage, at most ``jobs`` at once (a wide one alone), each after the
+        stages it reads.
 
         Raises:
             StageFailed: a stage exited with an error. Stages already running are let finish
@@ -175,8 +180,9 @@ class StageQueue:
             while self._queued or running:
                 if not failed:
                     for stage in [s for s in self._queued if self._ready(s)]:
-                        if len(running) == self.jobs:
-                            break
+                        alone = stage.wide or any(r.stage.wide for r in running)
+                        if len(running) == self.jobs or (running and alone):
+                            break  # a wide stage waits for the running ones; none overtakes it
                         self._queued.remove(stage)
                         running.append(self._start(stage))
                 if not running:  # nothing can start: a stage it needs failed

@@ -38,10 +38,10 @@ def _queue(jobs: int) -> StageQueue:
 
 
 def _submit(
-    queue: StageQueue, run_dir: Path, seconds: float = 0.3, code: int = 0, reads=()
+    queue: StageQueue, run_dir: Path, seconds: float = 0.3, code: int = 0, reads=(), wide=False
 ) -> None:
     args = [str(run_dir), str(seconds), str(code), *(str(p) for p in reads)]
-    queue.submit(run_dir.name, run_dir, args)
+    queue.submit(run_dir.name, run_dir, args, wide=wide)
 
 
 def _ran(run_dir: Path) -> dict:
@@ -82,6 +82,20 @@ def test_no_more_stages_run_at_once_than_jobs(tmp_path: Path):
     ran = sorted((_ran(p) for p in dirs), key=lambda r: r["start"])
     assert ran[1]["start"] < ran[0]["end"]  # two side by side
     assert ran[2]["start"] >= min(ran[0]["end"], ran[1]["end"])  # the third waits for one
+
+
+def test_a_wide_stage_runs_alone_with_every_core_and_is_not_overtaken(tmp_path: Path):
+    first, wide, after = tmp_path / "first", tmp_path / "wide", tmp_path / "after"
+    queue = _queue(jobs=2)
+    _submit(queue, first, seconds=0.6)
+    _submit(queue, wide, seconds=0.6, wide=True)  # reads nothing, but waits for `first`
+    _submit(queue, after, seconds=0.3)  # reads nothing, but does not overtake `wide`
+    queue.run()
+    ran = {p.name: _ran(p) for p in (first, wide, after)}
+    assert ran["wide"]["start"] >= ran["first"]["end"]
+    assert ran["after"]["start"] >= ran["wide"]["end"]
+    assert ran["wide"]["threads"] == str(usable_cores())
+    assert ran["after"]["threads"] == str(max(1, usable_cores() // 2))
 
 
 def test_one_job_runs_each_stage_in_process_when_submitted(tmp_path: Path):
