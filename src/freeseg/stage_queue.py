@@ -209,6 +209,10 @@ class StageQueue:
             self._queued.clear()
             names = ", ".join(f"{s.name} (log {s.run_dir / LOG})" for s in failed)
             raise StageFailed(f"failed: {names}")
+        if self._queued:  # a stage it reads lost its done.json while the queue ran
+            names = ", ".join(s.name for s in self._queued)
+            self._queued.clear()
+            raise StageFailed(f"could not start (a stage they read is not done): {names}")
 
     def _report_failure(self, stage: _Stage, code: int) -> None:
         log = stage.run_dir / LOG

@@ -165,3 +165,14 @@ def test_which_arguments_point_into_a_run_directory(args, run_dir, expected):
 def test_jobs_must_be_positive():
     with pytest.raises(ValueError, match="jobs must be ≥ 1, got 0"):
         StageQueue(0, print)
+
+
+def test_a_stage_whose_input_never_finishes_is_an_error_not_a_silent_stop(tmp_path: Path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    queue = _queue(jobs=2)
+    _submit(queue, a)
+    _submit(queue, b, reads=[a / "out.txt"])
+    queue._queued.pop(0)  # `a` is lost from the queue: `b` can never start
+    with pytest.raises(StageFailed, match=r"could not start .*: b$"):
+        queue.run()
+    assert not b.exists()
