@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -36,3 +37,25 @@ def test_missing_inputs_are_named_and_nothing_is_generated(tmp_path: Path):
     assert str(world / "shards/*.tar") in str(err.value)
     assert str(world / "voc/") not in str(err.value)
     assert sorted(p.name for p in world.iterdir()) == ["voc"]
+
+
+def test_generating_keeps_synths_world_json_and_a_rerun_reuses_it(tmp_path: Path, monkeypatch):
+    """world.json is synth's record of the world (and its completion mark): the demo must not
+    write over it, and a second run must not generate again."""
+    import freeseg.demo as demo
+    from freeseg.synth import generate_world
+
+    calls: list[list[str]] = []
+
+    def small_synth(args: list[str]) -> None:
+        calls.append(args)
+        generate_world(args[1], num_pairs=8, shard_size=8, num_train=2, num_val=2, workers=1)
+
+    monkeypatch.setattr(demo, "freeseg", small_synth)
+    world, timings = tmp_path / "world", {}
+    prepare_world(world, generate=True, timings=timings)
+    record = json.loads((world / "world.json").read_text())
+    assert record["generator"] == "freeseg.synth" and record["num_pairs"] == 8
+    assert timings["world"] > 0
+    prepare_world(world, generate=True, timings={})
+    assert len(calls) == 1

@@ -11,14 +11,13 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 from freeseg.cli import main as freeseg
 from freeseg.data.atomic import atomic_write_bytes, atomic_write_text
 from freeseg.demo_report import last_metrics, write_grid, write_results
 from freeseg.shipped import config_dir, shipped_encoder
-from freeseg.stage_queue import StageFailed, StageQueue, default_jobs
+from freeseg.stage_queue import StageFailed, StageQueue, default_jobs, done_seconds
 
 CONFIGS = config_dir()
 # The stand-in for DINO's weights on the generated world, made by `make encoder`.
@@ -28,20 +27,6 @@ ENCODER_RECIPES = {
     "tags": ("synthetic/encoder.yaml", True),  # caption tags + patch dropout (shipped)
     "dino": ("synthetic/encoder_dino.yaml", False),  # DINO self-distillation, images alone
 }
-
-
-def _stage(name: str, done: Path, run: Callable[[], None], timings: dict[str, float]) -> None:
-    """Run ``run`` unless ``done`` exists; write ``done`` afterwards (the completion mark)."""
-    if done.exists():
-        print(f"[demo] {name}: already done ({done}), reused")
-        if done.name == "done.json":  # keep its time for the summary
-            timings.setdefault(name, float(json.loads(done.read_text())["seconds"]))
-        return
-    print(f"[demo] {name} ...", flush=True)
-    start = time.perf_counter()
-    run()
-    timings[name] = time.perf_counter() - start
-    atomic_write_text(done, json.dumps({"seconds": round(timings[name], 1)}))
 
 
 def _world_overrides(world: Path) -> list[str]:
@@ -226,7 +211,13 @@ def prepare_world(world: Path, generate: bool, timings: dict[str, float]) -> Non
             is missing; the message names each missing path.
     """
     if generate:
-        _stage("world", world / "world.json", lambda: freeseg(["synth", str(world)]), timings)
+        if (world / "world.json").exists():  # synth writes it last: its own completion mark
+            print(f"[demo] world: already generated ({world / 'world.json'}), reused")
+            return
+        print("[demo] world ...", flush=True)
+        start = time.perf_counter()
+        freeseg(["synth", str(world)])
+        timings["world"] = time.perf_counter() - start
         return
     needed = {"classes.txt": (world / "classes.txt").is_file(), "voc/": (world / "voc").is_dir()}
     needed["shards/*.tar"] = any((world / "shards").glob("*.tar"))
@@ -276,14 +267,9 @@ def make_encoder(world: Path, runs: Path, out: Path, extra: list[str] | None = N
     args += [f"--model.init_args.export={run_dir / 'vit.pth'}", *_world_overrides(world)]
     args += [f"--model.init_args.classes={world / 'classes.txt'}"]
     args += _run_dir_args(run_dir) + list(extra or [])
-    _stage(
-        "stage 0a: pretraining of the stand-in encoder",
-        run_dir / "done.json",
-        lambda: freeseg(args),
-        timings,
-    )
+    StageQueue(1, freeseg).submit("stage 0a: pretraining of the stand-in encoder", run_dir, args)
     fit = last_metrics(run_dir)
-    seconds = json.loads((run_dir / "done.json").read_text())["seconds"]
+    seconds = done_seconds(run_dir)
     record = {
         "command": "freeseg " + " ".join(args).replace(f"{CONFIGS.parent}/", ""),
         "seconds": seconds,
