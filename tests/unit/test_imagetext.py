@@ -55,6 +55,28 @@ def _write_shard(path: Path, samples: list[dict[str, bytes]]) -> None:
                     _add(tar, f"{sample['key'].decode()}.{ext}", data)
 
 
+def _write_clean_shards(
+    root: Path, shards: int, per_shard: int, key: str, stats: bool = False
+) -> None:
+    """``shard-{n:06d}.tar`` of decodable JPEGs captioned "a cat", keys ``key.format(shard, i)``,
+    each with a ``_stats.json`` counting its samples when ``stats``."""
+    rng = np.random.default_rng(1)
+    for shard in range(shards):
+        samples = [
+            {
+                "key": key.format(shard=shard, i=i).encode(),
+                "jpg": _image_bytes(rng),
+                "txt": b"a cat",
+            }
+            for i in range(per_shard)
+        ]
+        _write_shard(root / f"shard-{shard:06d}.tar", samples)
+        if stats:
+            (root / f"shard-{shard:06d}_stats.json").write_text(
+                json.dumps({"successes": per_shard})
+            )
+
+
 @pytest.fixture
 def shards(tmp_path):
     """Two shards, 6 samples each; one corrupt JPEG and one sample without .txt (mid-shard)."""
@@ -164,13 +186,7 @@ def test_each_rank_and_worker_reads_its_own_shards(tmp_path, monkeypatch, shuffl
     per worker (``split_by_worker``). An epoch of 24 samples gives each rank 6 batches of 2, 3
     from each worker cycling its 3-sample shard: unshuffled, every key of the rank's shards
     twice; shuffled (each worker holding fewer shards than there are), keys of those alone."""
-    rng = np.random.default_rng(1)
-    for shard in range(4):
-        samples = [
-            {"key": f"s{shard}-{i}".encode(), "jpg": _image_bytes(rng), "txt": b"a cat"}
-            for i in range(3)
-        ]
-        _write_shard(tmp_path / f"shard-{shard:06d}.tar", samples)
+    _write_clean_shards(tmp_path, shards=4, per_shard=3, key="s{shard}-{i}")
     monkeypatch.setenv("WORLD_SIZE", "2")  # webdataset's rank lookup reads RANK and WORLD_SIZE
     for rank in range(2):
         monkeypatch.setenv("RANK", str(rank))
@@ -384,14 +400,7 @@ def test_samples_lost_to_a_truncated_shard_are_counted(shards, cut):
 def test_an_epoch_cut_inside_a_shard_is_not_counted_as_lost_samples(tmp_path, shuffle_buffer):
     """A cycled loader without workers stops each epoch mid-shard; the next epoch starts a new
     pass, and the shard the last one left is not a truncated shard (no skip, no warning)."""
-    rng = np.random.default_rng(1)
-    for shard in range(2):
-        samples = [
-            {"key": f"{shard:05d}{i:04d}".encode(), "jpg": _image_bytes(rng), "txt": b"a cat"}
-            for i in range(6)
-        ]
-        _write_shard(tmp_path / f"shard-{shard:06d}.tar", samples)
-        (tmp_path / f"shard-{shard:06d}_stats.json").write_text(json.dumps({"successes": 6}))
+    _write_clean_shards(tmp_path, shards=2, per_shard=6, key="{shard:05d}{i:04d}", stats=True)
     dm = _module(tmp_path, epoch_size=8, batch_size=2, shuffle_buffer=shuffle_buffer)
     loader = dm.train_dataloader()
     for _ in range(3):
