@@ -22,6 +22,19 @@ from freeseg.stage_queue import StageFailed, StageQueue, default_jobs, done_seco
 CONFIGS = config_dir()
 # The stand-in for DINO's weights on the generated world, made by `make encoder`.
 SHIPPED_ENCODER = shipped_encoder()
+# What the chain's stages import (torch, Lightning, timm, transformers, smp, ...): imported
+# once by the server every stage is forked from (see freeseg.stage_queue), not once a stage.
+PRELOAD = (
+    "freeseg.lightning_cli",
+    "freeseg.data.datamodules",
+    "freeseg.data.pretrain",
+    "freeseg.data.pseudomasks",
+    "freeseg.models.iclip",
+    "freeseg.stages.callbacks",
+    "freeseg.stages.iclip_module",
+    "freeseg.stages.refine_module",
+    "freeseg.stages.tag_module",
+)
 # Stage-0a recipes: config, and whether it reads the class names (for its validation mAP).
 ENCODER_RECIPES = {
     "tags": ("synthetic/encoder.yaml", True),  # caption tags + patch dropout (shipped)
@@ -69,7 +82,7 @@ class Demo:
         order submitted; more: queued until :meth:`run`)."""
         self.world, self.runs, self.refine_steps = world, runs, refine_steps
         self.extra = extra or {}
-        self.queue = StageQueue(jobs, freeseg)
+        self.queue = StageQueue(jobs, freeseg, preload=PRELOAD)
         self.timings = self.queue.timings
         self.train_encoder = encoder is None
         self.recipe = ENCODER_RECIPES[recipe]

@@ -3,11 +3,16 @@
 A stage is one ``freeseg`` command writing into its own run directory, and ``done.json`` in
 that directory marks it finished: a finished stage is never run again. With ``jobs=1`` each
 stage runs in this process as soon as it is submitted. With ``jobs > 1`` stages are queued
-and :meth:`StageQueue.run` starts each one as a subprocess once every stage it reads from has
-finished: a command waits for every earlier command whose run directory one of its
-arguments points into (a checkpoint, a pseudo-mask folder, an encoder file). Each
-subprocess gets ``cores // jobs`` threads and writes its output to ``output.log`` in its run
-directory. A *wide* stage (one the rest of the chain waits for, such as stage 0) runs alone
+and :meth:`StageQueue.run` starts each one as its own process once every stage it reads from
+has finished: a command waits for every earlier command whose run directory one of its
+arguments points into (a checkpoint, a pseudo-mask folder, an encoder file). Each process
+gets ``cores // jobs`` threads and writes its output to ``output.log`` in its run directory.
+
+Where the platform has ``forkserver`` and a ``preload`` list is given, each stage is forked
+from one server process that imported those modules once, and runs the in-process entry
+point there: importing torch, Lightning and their dependencies takes about 12 s of CPU, paid
+once per chain instead of once per stage. Otherwise each stage is a fresh ``python -m
+freeseg`` subprocess. A *wide* stage (one the rest of the chain waits for, such as stage 0) runs alone
 with every core: it starts when nothing runs, and nothing starts beside it.
 
 Measured on 2 cores: stage 2's small convolutions do not gain from a second thread, so two
@@ -18,6 +23,8 @@ second thread, and side by side with another training it slows by about 1.9x.
 from __future__ import annotations
 
 import json
+import multiprocessing
+import multiprocessing.forkserver
 import os
 import subprocess
 import sys
@@ -25,12 +32,13 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Protocol
 
 from freeseg.data.atomic import atomic_write_text
 
 DONE = "done.json"
 LOG = "output.log"
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 
 
 def usable_cores() -> int:
@@ -79,10 +87,94 @@ class _Stage:
     wide: bool = False  # runs alone, with every core
 
 
+class _Process(Protocol):
+    """What the queue needs of a running stage (a subprocess or a forked process)."""
+
+    def poll(self) -> int | None: ...
+
+    def terminate(self) -> None: ...
+
+    def wait(self) -> object: ...
+
+
+class _Forked:
+    """A stage forked from the preloaded server, with the `subprocess.Popen` calls we use."""
+
+    def __init__(self, process: multiprocessing.process.BaseProcess) -> None:
+        self.process = process
+
+    def poll(self) -> int | None:
+        return self.process.exitcode
+
+    def terminate(self) -> None:
+        self.process.terminate()
+
+    def wait(self) -> None:
+        self.process.join()
+
+
+def _limit_threads(count: int) -> None:
+    """Set this process's thread pools (torch, OpenMP, BLAS) and its children's to ``count``."""
+    for key in THREAD_VARIABLES:
+        os.environ[key] = str(count)
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(count)
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # only BLAS libraries loaded after this point read the variables
+        return
+    threadpool_limits(count)
+
+
+def _run_forked(
+    run: Callable[[list[str]], object], args: list[str], log_path: str, threads: int
+) -> None:
+    """A forked stage: its output into ``log_path``, ``threads`` threads, then ``run(args)``.
+
+    An exception is printed into the log and exits 1; ``SystemExit`` keeps its code."""
+    fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+    for stream in (sys.stdout, sys.stderr):
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(line_buffering=True)
+    os.environ["PYTHONUNBUFFERED"] = "1"
+    _limit_threads(threads)
+    # as `python -m freeseg ARGS` would see it (and re-run it, e.g. Lightning's DDP launcher)
+    sys.argv = [str(Path(__file__).with_name("__main__.py")), *args]
+    try:
+        run(args)
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+
+
+def _fork_context(preload: Sequence[str]) -> multiprocessing.context.ForkServerContext | None:
+    """The ``forkserver`` context, its server started now to import ``preload`` meanwhile;
+    None where the platform has no ``forkserver``. The server is this process's one
+    ``forkserver``: a server already running keeps its own preload list."""
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return None
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(list(preload))
+    saved = {key: os.environ.get(key) for key in THREAD_VARIABLES}
+    os.environ.update({key: "1" for key in THREAD_VARIABLES})  # no thread pools to fork
+    try:
+        multiprocessing.forkserver.ensure_running()
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+    return context
+
+
 @dataclass
 class _Running:
     stage: _Stage
-    process: subprocess.Popen[bytes]
+    process: _Process
     log: IO[str]
     started: float
 
@@ -97,6 +189,9 @@ class StageQueue:
         command: the subprocess's command line for a stage's arguments (default
             ``python -m freeseg ARGS``).
         prefix: printed before every progress line.
+        preload: modules a server process imports once; with ``jobs`` > 1, no ``command`` and
+            a platform with ``forkserver``, each stage is forked from it and runs
+            ``run_inline(args)`` there (``run_inline`` must then be a module-level function).
     """
 
     def __init__(
@@ -105,10 +200,13 @@ class StageQueue:
         run_inline: Callable[[list[str]], object],
         command: Callable[[list[str]], list[str]] | None = None,
         prefix: str = "[demo]",
+        preload: Sequence[str] | None = None,
     ) -> None:
         if jobs < 1:
             raise ValueError(f"jobs must be ≥ 1, got {jobs}")
         self.jobs, self.run_inline, self.prefix = jobs, run_inline, prefix
+        forked = jobs > 1 and command is None and preload is not None
+        self._fork = _fork_context(preload or ()) if forked else None
         self.command = command or (lambda args: [sys.executable, "-m", "freeseg", *args])
         self.threads = max(1, usable_cores() // jobs)
         self.timings: dict[str, float] = {}
@@ -154,15 +252,24 @@ class StageQueue:
         log = log_path.open("a")
         log.write(f"$ freeseg {' '.join(stage.args)}\n")
         log.flush()
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
         count = usable_cores() if stage.wide else self.threads
-        for key in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
-            env[key] = str(count)
         threads = f"{count} thread{'s' if count > 1 else ''}"
         print(f"{self.prefix} {stage.name} ... ({threads}, log {log_path})", flush=True)
-        process = subprocess.Popen(
-            self.command(stage.args), stdout=log, stderr=subprocess.STDOUT, env=env
-        )
+        process: _Process
+        if self._fork is not None:
+            child = self._fork.Process(
+                target=_run_forked,
+                args=(self.run_inline, list(stage.args), str(log_path), count),
+                name=stage.name,
+            )
+            child.start()
+            process = _Forked(child)
+        else:
+            env = dict(os.environ, PYTHONUNBUFFERED="1")
+            env.update({key: str(count) for key in THREAD_VARIABLES})
+            process = subprocess.Popen(
+                self.command(stage.args), stdout=log, stderr=subprocess.STDOUT, env=env
+            )
         return _Running(stage, process, log, time.perf_counter())
 
     def run(self) -> None:
@@ -188,10 +295,11 @@ class StageQueue:
                 if not running:  # nothing can start: a stage it needs failed
                     break
                 time.sleep(0.2)
-                for job in [r for r in running if r.process.poll() is not None]:
+                ended = [(r, code) for r in running if (code := r.process.poll()) is not None]
+                for job, code in ended:
                     running.remove(job)
                     job.log.close()
-                    if job.process.returncode == 0:
+                    if code == 0:
                         seconds = time.perf_counter() - job.started
                         self._finish(job.stage.name, job.stage.run_dir, seconds)
                         print(
@@ -199,7 +307,7 @@ class StageQueue:
                         )
                     else:
                         failed.append(job.stage)
-                        self._report_failure(job.stage, job.process.returncode)
+                        self._report_failure(job.stage, code)
         finally:
             for job in running:  # interrupted: stop the children; none is marked done
                 job.process.terminate()

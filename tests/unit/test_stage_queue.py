@@ -176,3 +176,83 @@ def test_a_stage_whose_input_never_finishes_is_an_error_not_a_silent_stop(tmp_pa
     with pytest.raises(StageFailed, match=r"could not start .*: b$"):
         queue.run()
     assert not b.exists()
+
+
+# Forked stages: a fresh interpreter (so that its forkserver is new) queues four stages whose
+# entry point lives in `fakestage`; `heavy` stands for torch and Lightning and records every
+# process that imports it.
+HEAVY = """
+import os
+with open(os.environ["HEAVY_LOG"], "a") as f:
+    f.write(f"{os.getpid()}\\n")
+"""
+FAKE_STAGE = """
+import json, os, sys
+def run(args):
+    run_dir, code = args[0], int(args[1])
+    os.makedirs(run_dir, exist_ok=True)
+    with open(os.path.join(run_dir, "ran.json"), "w") as f:
+        json.dump({"pid": os.getpid(), "heavy": "heavy" in sys.modules, "args": args,
+                   "argv0": os.path.basename(sys.argv[0]),
+                   "threads": os.environ.get("OMP_NUM_THREADS")}, f)
+    print("stage output", run_dir)
+    if code == 9:
+        raise RuntimeError("a bug in the stage")
+    if code:
+        sys.exit(code)
+"""
+DRIVER = """
+import json, sys
+from pathlib import Path
+import fakestage
+from freeseg.stage_queue import StageFailed, StageQueue
+root = Path(sys.argv[1])
+# two queues of this process: the second finds the server running
+for stages in ((("a", 0, True), ("b", 0, False)), (("c", 3, False), ("d", 9, False))):
+    queue = StageQueue(2, fakestage.run, preload=["heavy"])
+    for name, code, wide in stages:
+        queue.submit(name, root / name, [str(root / name), str(code)], wide=wide)
+    try:
+        queue.run()
+    except StageFailed as error:
+        print("FAILED", error)
+print(json.dumps({"driver_heavy": "heavy" in sys.modules}))
+"""
+
+
+def test_forked_stages_share_one_preload_and_keep_logs_threads_and_exit_codes(tmp_path: Path):
+    import os
+    import subprocess
+
+    (tmp_path / "heavy.py").write_text(HEAVY)
+    (tmp_path / "fakestage.py").write_text(FAKE_STAGE)
+    heavy_log, root = tmp_path / "heavy.log", tmp_path / "runs"
+    env = dict(os.environ, HEAVY_LOG=str(heavy_log), PYTHONPATH=f"{tmp_path}{os.pathsep}src")
+    done = subprocess.run(
+        [sys.executable, "-c", DRIVER, str(root)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    ran = {name: _ran(root / name) for name in "abcd"}
+    # `heavy` was imported once, by a process that is none of the stages nor the driver
+    importers = heavy_log.read_text().split()
+    assert len(importers) == 1
+    assert importers[0] not in {str(r["pid"]) for r in ran.values()}
+    assert all(r["heavy"] for r in ran.values())
+    assert json.loads(out.splitlines()[-1]) == {"driver_heavy": False}
+    assert len({r["pid"] for r in ran.values()}) == 4
+    # the in-process entry point got the stage's arguments, as `python -m freeseg` would
+    assert ran["b"]["args"] == [str(root / "b"), "0"] and ran["b"]["argv0"] == "__main__.py"
+    assert ran["a"]["threads"] == str(usable_cores())
+    assert ran["b"]["threads"] == str(max(1, usable_cores() // 2))
+    # output and tracebacks go to the stage's own log; exit codes reach the queue
+    log = (root / "b/output.log").read_text()
+    assert log.startswith("$ freeseg ") and f"stage output {root / 'b'}" in log
+    assert "RuntimeError: a bug in the stage" in (root / "d/output.log").read_text()
+    assert "c FAILED (exit 3)" in out and "d FAILED (exit 1)" in out
+    assert (root / "a/done.json").exists() and (root / "b/done.json").exists()
+    assert not (root / "c/done.json").exists() and not (root / "d/done.json").exists()
