@@ -114,7 +114,8 @@ def main(argv: Sequence[str] | None = None) -> None:
                 print(f"{key}: {value}")
         return
     if args[0] in TRAINER_COMMANDS or args[0].startswith("-"):
-        _run_trainer(None if argv is None else args)
+        # the process's own command line is read by LightningCLI itself (as with argv None)
+        _run_trainer(None if argv is None or args == sys.argv[1:] else args)
         return
     print(f"freeseg: unknown command {args[0]!r}\n\n{_usage()}", file=sys.stderr)
     raise SystemExit(2)

@@ -22,6 +22,7 @@ second thread, and side by side with another training it slows by about 1.9x.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import multiprocessing
 import multiprocessing.forkserver
@@ -29,6 +30,7 @@ import os
 import subprocess
 import sys
 import time
+import types
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -126,6 +128,22 @@ def _limit_threads(count: int) -> None:
     threadpool_limits(count)
 
 
+def _act_as_python_m_freeseg(args: list[str]) -> None:
+    """Make ``sys.argv`` and ``__main__`` what ``python -m freeseg ARGS`` would have.
+
+    The forked stage inherits the queue's own ``__main__`` (``freeseg.demo``, say). Every
+    process the stage starts with ``spawn`` or ``forkserver`` (the CRF workers) would import
+    that module again, from nothing, at its start; ``freeseg.__main__`` is never re-imported
+    there. Lightning's DDP launcher re-runs ``python -m freeseg.__main__`` with ``sys.argv``.
+    """
+    spec = importlib.util.find_spec("freeseg.__main__")  # found, not run
+    assert spec is not None and spec.origin is not None
+    main = types.ModuleType("__main__")
+    main.__spec__, main.__file__ = spec, spec.origin
+    sys.modules["__main__"] = main
+    sys.argv = [spec.origin, *args]
+
+
 def _run_forked(
     run: Callable[[list[str]], object], args: list[str], log_path: str, threads: int
 ) -> None:
@@ -141,8 +159,7 @@ def _run_forked(
             stream.reconfigure(line_buffering=True)
     os.environ["PYTHONUNBUFFERED"] = "1"
     _limit_threads(threads)
-    # as `python -m freeseg ARGS` would see it (and re-run it, e.g. Lightning's DDP launcher)
-    sys.argv = [str(Path(__file__).with_name("__main__.py")), *args]
+    _act_as_python_m_freeseg(args)
     try:
         run(args)
     finally:

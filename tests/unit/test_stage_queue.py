@@ -178,23 +178,31 @@ def test_a_stage_whose_input_never_finishes_is_an_error_not_a_silent_stop(tmp_pa
     assert not b.exists()
 
 
-# Forked stages: a fresh interpreter (so that its forkserver is new) queues four stages whose
-# entry point lives in `fakestage`; `heavy` stands for torch and Lightning and records every
-# process that imports it.
+# Forked stages: a fresh interpreter (so that its forkserver is new) runs `driver.py`, which
+# queues four stages whose entry point lives in `fakestage`. `heavy` stands for torch and
+# Lightning; it and the driver record every process that imports them. Stage b starts a
+# `spawn` worker, as stage 2 starts its CRF workers.
 HEAVY = """
 import os
-with open(os.environ["HEAVY_LOG"], "a") as f:
-    f.write(f"{os.getpid()}\\n")
+with open(os.environ["IMPORT_LOG"], "a") as f:
+    f.write(f"heavy {os.getpid()}\\n")
 """
 FAKE_STAGE = """
-import json, os, sys
+import json, multiprocessing, os, sys
+def worker():
+    pass
 def run(args):
     run_dir, code = args[0], int(args[1])
     os.makedirs(run_dir, exist_ok=True)
+    record = {"pid": os.getpid(), "heavy": "heavy" in sys.modules, "args": args,
+              "argv": sys.argv[1:], "threads": os.environ.get("OMP_NUM_THREADS")}
+    if run_dir.endswith("b"):
+        spawned = multiprocessing.get_context("spawn").Process(target=worker)
+        spawned.start()
+        spawned.join()
+        record["worker"] = spawned.pid
     with open(os.path.join(run_dir, "ran.json"), "w") as f:
-        json.dump({"pid": os.getpid(), "heavy": "heavy" in sys.modules, "args": args,
-                   "argv0": os.path.basename(sys.argv[0]),
-                   "threads": os.environ.get("OMP_NUM_THREADS")}, f)
+        json.dump(record, f)
     print("stage output", run_dir)
     if code == 9:
         raise RuntimeError("a bug in the stage")
@@ -202,21 +210,24 @@ def run(args):
         sys.exit(code)
 """
 DRIVER = """
-import json, sys
+import json, os, sys
 from pathlib import Path
-import fakestage
-from freeseg.stage_queue import StageFailed, StageQueue
-root = Path(sys.argv[1])
-# two queues of this process: the second finds the server running
-for stages in ((("a", 0, True), ("b", 0, False)), (("c", 3, False), ("d", 9, False))):
-    queue = StageQueue(2, fakestage.run, preload=["heavy"])
-    for name, code, wide in stages:
-        queue.submit(name, root / name, [str(root / name), str(code)], wide=wide)
-    try:
-        queue.run()
-    except StageFailed as error:
-        print("FAILED", error)
-print(json.dumps({"driver_heavy": "heavy" in sys.modules}))
+with open(os.environ["IMPORT_LOG"], "a") as f:
+    f.write(f"driver {os.getpid()}\\n")
+if __name__ == "__main__":
+    import fakestage
+    from freeseg.stage_queue import StageFailed, StageQueue
+    root = Path(sys.argv[1])
+    # two queues of this process: the second finds the server running
+    for stages in ((("a", 0, True), ("b", 0, False)), (("c", 3, False), ("d", 9, False))):
+        queue = StageQueue(2, fakestage.run, preload=["heavy"])
+        for name, code, wide in stages:
+            queue.submit(name, root / name, [str(root / name), str(code)], wide=wide)
+        try:
+            queue.run()
+        except StageFailed as error:
+            print("FAILED", error)
+    print(json.dumps({"driver_heavy": "heavy" in sys.modules}))
 """
 
 
@@ -224,12 +235,12 @@ def test_forked_stages_share_one_preload_and_keep_logs_threads_and_exit_codes(tm
     import os
     import subprocess
 
-    (tmp_path / "heavy.py").write_text(HEAVY)
-    (tmp_path / "fakestage.py").write_text(FAKE_STAGE)
-    heavy_log, root = tmp_path / "heavy.log", tmp_path / "runs"
-    env = dict(os.environ, HEAVY_LOG=str(heavy_log), PYTHONPATH=f"{tmp_path}{os.pathsep}src")
+    for name, text in (("heavy", HEAVY), ("fakestage", FAKE_STAGE), ("driver", DRIVER)):
+        (tmp_path / f"{name}.py").write_text(text)
+    imports, root = tmp_path / "imports.log", tmp_path / "runs"
+    env = dict(os.environ, IMPORT_LOG=str(imports), PYTHONPATH=f"{tmp_path}{os.pathsep}src")
     done = subprocess.run(
-        [sys.executable, "-c", DRIVER, str(root)],
+        [sys.executable, str(tmp_path / "driver.py"), str(root)],
         env=env,
         capture_output=True,
         text=True,
@@ -238,15 +249,19 @@ def test_forked_stages_share_one_preload_and_keep_logs_threads_and_exit_codes(tm
     assert done.returncode == 0, done.stderr
     out = done.stdout
     ran = {name: _ran(root / name) for name in "abcd"}
+    stages = {str(r["pid"]) for r in ran.values()}
+    assert len(stages) == 4
+    importers = [line.split() for line in imports.read_text().splitlines()]
     # `heavy` was imported once, by a process that is none of the stages nor the driver
-    importers = heavy_log.read_text().split()
-    assert len(importers) == 1
-    assert importers[0] not in {str(r["pid"]) for r in ran.values()}
+    heavy = [pid for what, pid in importers if what == "heavy"]
+    assert len(heavy) == 1 and heavy[0] not in stages
     assert all(r["heavy"] for r in ran.values())
     assert json.loads(out.splitlines()[-1]) == {"driver_heavy": False}
-    assert len({r["pid"] for r in ran.values()}) == 4
+    # the process a stage spawns does not import the driver's main module again
+    driver = {pid for what, pid in importers if what == "driver"}
+    assert str(ran["b"]["worker"]) not in driver
     # the in-process entry point got the stage's arguments, as `python -m freeseg` would
-    assert ran["b"]["args"] == [str(root / "b"), "0"] and ran["b"]["argv0"] == "__main__.py"
+    assert ran["b"]["args"] == ran["b"]["argv"] == [str(root / "b"), "0"]
     assert ran["a"]["threads"] == str(usable_cores())
     assert ran["b"]["threads"] == str(max(1, usable_cores() // 2))
     # output and tracebacks go to the stage's own log; exit codes reach the queue
