@@ -145,11 +145,19 @@ def _act_as_python_m_freeseg(args: list[str]) -> None:
 
 
 def _run_forked(
-    run: Callable[[list[str]], object], args: list[str], log_path: str, threads: int
+    run: Callable[[list[str]], object],
+    args: list[str],
+    log_path: str,
+    threads: int,
+    start_method: str,
 ) -> None:
     """A forked stage: its output into ``log_path``, ``threads`` threads, then ``run(args)``.
 
-    An exception is printed into the log and exits 1; ``SystemExit`` keeps its code."""
+    ``start_method`` is the queue's own default, which the stage's data loader workers use as
+    they would in a fresh process (a process started by ``forkserver`` would otherwise start
+    its own with ``forkserver`` too, each worker importing everything from nothing, at every
+    epoch). An exception is printed into the log and exits 1; ``SystemExit`` keeps its code."""
+    multiprocessing.set_start_method(start_method, force=True)
     fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     os.dup2(fd, 1)
     os.dup2(fd, 2)
@@ -276,7 +284,13 @@ class StageQueue:
         if self._fork is not None:
             child = self._fork.Process(
                 target=_run_forked,
-                args=(self.run_inline, list(stage.args), str(log_path), count),
+                args=(
+                    self.run_inline,
+                    list(stage.args),
+                    str(log_path),
+                    count,
+                    multiprocessing.get_start_method(),
+                ),
                 name=stage.name,
             )
             child.start()

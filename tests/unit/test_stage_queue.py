@@ -195,7 +195,8 @@ def run(args):
     run_dir, code = args[0], int(args[1])
     os.makedirs(run_dir, exist_ok=True)
     record = {"pid": os.getpid(), "heavy": "heavy" in sys.modules, "args": args,
-              "argv": sys.argv[1:], "threads": os.environ.get("OMP_NUM_THREADS")}
+              "argv": sys.argv[1:], "threads": os.environ.get("OMP_NUM_THREADS"),
+              "start_method": multiprocessing.get_start_method()}
     if run_dir.endswith("b"):
         spawned = multiprocessing.get_context("spawn").Process(target=worker)
         spawned.start()
@@ -227,7 +228,9 @@ if __name__ == "__main__":
             queue.run()
         except StageFailed as error:
             print("FAILED", error)
-    print(json.dumps({"driver_heavy": "heavy" in sys.modules}))
+    import multiprocessing
+    print(json.dumps({"heavy": "heavy" in sys.modules,
+                      "start_method": multiprocessing.get_start_method()}))
 """
 
 
@@ -256,7 +259,10 @@ def test_forked_stages_share_one_preload_and_keep_logs_threads_and_exit_codes(tm
     heavy = [pid for what, pid in importers if what == "heavy"]
     assert len(heavy) == 1 and heavy[0] not in stages
     assert all(r["heavy"] for r in ran.values())
-    assert json.loads(out.splitlines()[-1]) == {"driver_heavy": False}
+    driver_end = json.loads(out.splitlines()[-1])
+    assert driver_end["heavy"] is False
+    # a stage's own workers start as in a fresh process (not by a forkserver of their own)
+    assert {r["start_method"] for r in ran.values()} == {driver_end["start_method"]}
     # the process a stage spawns does not import the driver's main module again
     driver = {pid for what, pid in importers if what == "driver"}
     assert str(ran["b"]["worker"]) not in driver

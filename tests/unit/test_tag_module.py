@@ -8,7 +8,13 @@ import numpy as np
 import pytest
 import torch
 
-from freeseg.stages.tag_module import TagPretrainModule, caption_tags, lse_pool, tag_loss
+from freeseg.stages.tag_module import (
+    TagPretrainModule,
+    attention_guided_drop,
+    caption_tags,
+    lse_pool,
+    tag_loss,
+)
 
 
 def _log_softmax(row: np.ndarray) -> np.ndarray:
@@ -77,3 +83,42 @@ def test_patch_tag_loss_is_the_tag_loss_of_pooled_in_batch_logits() -> None:
     module.head.double()
     got = module.patch_tag_loss(patches, tags)
     assert got.item() == pytest.approx(np.mean(losses), rel=1e-9)
+
+
+def test_attention_guided_drop_never_keeps_the_most_attended_patches() -> None:
+    torch.manual_seed(0)
+    b, n, c = 3, 10, 4
+    # token i carries the value i in every channel; prefix token: -1
+    tokens = torch.cat([torch.full((b, 1, c), -1.0), torch.arange(n).repeat(b, c, 1).mT], 1)
+    tokens = tokens.float()
+    attn = torch.rand(b, n)
+    for _ in range(20):
+        out = attention_guided_drop(tokens, attn, top=0.2, keep=0.5)
+        assert out.shape == (b, 1 + 5, c)
+        assert (out[:, 0] == -1).all()  # the class token is kept
+        for row in range(b):
+            kept = out[row, 1:, 0].long().tolist()
+            most = np.argsort(-attn[row].numpy())[:2].tolist()  # ceil(0.2 · 10) = 2
+            assert len(set(kept)) == 5 and not set(kept) & set(most)
+    # the random part: over many draws every other patch is kept at some point
+    seen = set()
+    for _ in range(50):
+        seen |= set(attention_guided_drop(tokens, attn, 0.2, 0.5)[0, 1:, 0].long().tolist())
+    assert seen == set(range(n)) - set(np.argsort(-attn[0].numpy())[:2].tolist())
+    # no attention drop: random patch dropout alone; too much asked: refused
+    assert attention_guided_drop(tokens, attn, 0.0, 0.25).shape == (b, 1 + 2, c)
+    with pytest.raises(ValueError, match="keeping 5 of 10 patches after dropping the top 6"):
+        attention_guided_drop(tokens, attn, 0.6, 0.5)
+
+
+def test_training_features_with_attention_drop_keep_the_configured_share() -> None:
+    torch.manual_seed(0)
+    kwargs = {"patch_size": 4, "embed_dim": 8, "depth": 1, "num_heads": 2, "patch_drop_rate": 0.75}
+    module = TagPretrainModule(img_size=32, model_kwargs=kwargs, attention_drop=0.25).train()
+    drop = module.vit.patch_drop
+    assert drop.training
+    feats = module.training_features(torch.randn(2, 3, 32, 32))
+    assert feats.shape == (2, 1 + 16, 8)  # 64 patches: the top 16 out, 16 of the rest kept
+    assert drop.training  # the whole-image pass leaves the dropout on
+    feats.sum().backward()  # the kept tokens' forward is differentiable
+    assert module.vit.blocks[0].attn.qkv.weight.grad is not None

@@ -49,6 +49,37 @@ def lse_pool(logits: torch.Tensor, r: float, dim: int = 1) -> torch.Tensor:
     return (torch.logsumexp(r * logits, dim=dim) - math.log(n)) / r
 
 
+def attention_guided_drop(
+    tokens: torch.Tensor, attn: torch.Tensor, top: float, keep: float, prefix: int = 1
+) -> torch.Tensor:
+    """Drop the most attended patch tokens, then keep a random share of the rest.
+
+    The ``ceil(top · N)`` patches with the highest class-token attention ``attn`` are always
+    dropped (the Attention-based Dropout Layer of Choe & Shim 2019: the class token must find
+    the object's other parts); of the other patches, ``max(1, int(keep · N))`` chosen at random
+    are kept, as timm's ``PatchDropout`` keeps them. Prefix tokens (the class token) are kept.
+
+    Args:
+        tokens: ``(B, prefix + N, C)`` after the position embedding.
+        attn: ``(B, N)`` class-token attention over the patches.
+        top: share of the patches dropped for their attention, in [0, 1).
+        keep: share of all N patches kept; at most the share left after ``top``.
+
+    Returns:
+        ``(B, prefix + K, C)``.
+    """
+    n = attn.shape[1]
+    n_top, n_keep = math.ceil(top * n), max(1, int(keep * n))
+    if n_keep > n - n_top:
+        raise ValueError(f"keeping {n_keep} of {n} patches after dropping the top {n_top}")
+    noise = torch.rand(attn.shape, device=attn.device)
+    if n_top:
+        noise.scatter_(1, attn.topk(n_top, dim=1).indices, 2.0)  # past every random value
+    kept = noise.argsort(dim=1)[:, :n_keep] + prefix
+    patches = tokens.gather(1, kept.unsqueeze(-1).expand(-1, -1, tokens.shape[-1]))
+    return torch.cat([tokens[:, :prefix], patches], dim=1)
+
+
 def tag_loss(logits: torch.Tensor, tags: torch.Tensor) -> torch.Tensor:
     """Softmax cross-entropy against the caption's tags spread uniformly.
 
@@ -82,6 +113,10 @@ class TagPretrainModule(pl.LightningModule):
             ``patch_lse_r``, and scored like the class token's: patch tokens then carry the
             image's words where its objects are, as DINO's patch tokens carry semantics.
         patch_lse_r: sharpness of the LSE pooling (small: mean over patches, large: max).
+        attention_drop: share of the patch tokens dropped in every training forward for
+            having the highest class-token attention (from a gradient-free pass of the whole
+            image), before the random ``patch_drop_rate`` of ``model_kwargs`` is applied to
+            the rest (`attention_guided_drop`); 0: random patch dropout alone.
     """
 
     def __init__(
@@ -97,6 +132,7 @@ class TagPretrainModule(pl.LightningModule):
         context_length: PositiveInt = 77,
         patch_loss_weight: NonNegativeFloat = 0.0,
         patch_lse_r: PositiveFloat = 5.0,
+        attention_drop: NonNegativeFloat = 0.0,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -133,8 +169,26 @@ class TagPretrainModule(pl.LightningModule):
         pooled = lse_pool(logits, self.hparams["patch_lse_r"], dim=1)
         return tag_loss(pooled, tags[:, present])
 
+    def training_features(self, images: torch.Tensor) -> torch.Tensor:
+        """The ViT's output tokens in a training forward (patch dropout as configured)."""
+        top = self.hparams["attention_drop"]
+        if top <= 0:
+            return self.vit.forward_features(images)
+        vit, drop = self.vit, self.vit.patch_drop
+        training = drop.training
+        with torch.no_grad():
+            drop.eval()  # the whole image: PatchDropout passes every token through
+            try:
+                attn = encode_with_attention(vit, images).attn
+            finally:
+                drop.train(training)
+        keep = 1.0 - float(getattr(drop, "prob", 0.0))
+        x = vit._pos_embed(vit.patch_embed(images))
+        x = attention_guided_drop(x, attn, top, keep, prefix=vit.num_prefix_tokens)
+        return vit.norm(vit.blocks(vit.norm_pre(x)))
+
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
-        feats = self.vit.forward_features(batch["image"])
+        feats = self.training_features(batch["image"])
         tags = caption_tags(batch["input_ids"], self.vocab_size)
         loss = tag_loss(self.head(feats[:, 0]), tags)
         weight = self.hparams["patch_loss_weight"]
