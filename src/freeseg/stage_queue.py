@@ -8,12 +8,16 @@ has finished: a command waits for every earlier command whose run directory one 
 arguments points into (a checkpoint, a pseudo-mask folder, an encoder file). Each process
 gets ``cores // jobs`` threads and writes its output to ``output.log`` in its run directory.
 
+A *wide* stage (one the rest of the chain waits for, such as stage 0) runs alone with every
+core: it starts when nothing runs, and nothing starts beside it.
+
 Where the platform has ``forkserver`` and a ``preload`` list is given, each stage is forked
 from one server process that imported those modules once, and runs the in-process entry
 point there: importing torch, Lightning and their dependencies takes about 12 s of CPU, paid
-once per chain instead of once per stage. Otherwise each stage is a fresh ``python -m
-freeseg`` subprocess. A *wide* stage (one the rest of the chain waits for, such as stage 0) runs alone
-with every core: it starts when nothing runs, and nothing starts beside it.
+once per chain instead of once per stage. The forked stage is made to look like a fresh
+``python -m freeseg`` to what it starts (its ``__main__``, ``sys.argv``, the start method of
+its workers, its thread settings); its results are bit-identical to the subprocess's.
+Otherwise each stage is a fresh ``python -m freeseg`` subprocess.
 
 Measured on 2 cores: stage 2's small convolutions do not gain from a second thread, so two
 stage-2 trainings side by side take about the time of one; stage 0 gains about 1.3x from the
