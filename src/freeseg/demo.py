@@ -31,6 +31,7 @@ PRELOAD = (
     "freeseg.data.pseudomasks",
     "freeseg.models.iclip",
     "freeseg.stages.callbacks",
+    "freeseg.stages.dino_module",
     "freeseg.stages.iclip_module",
     "freeseg.stages.refine_module",
     "freeseg.stages.tag_module",

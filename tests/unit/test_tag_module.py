@@ -122,3 +122,9 @@ def test_training_features_with_attention_drop_keep_the_configured_share() -> No
     assert drop.training  # the whole-image pass leaves the dropout on
     feats.sum().backward()  # the kept tokens' forward is differentiable
     assert module.vit.blocks[0].attn.qkv.weight.grad is not None
+
+
+def test_attention_drop_larger_than_the_patch_drop_rate_is_refused_naming_both_keys() -> None:
+    kwargs = {"patch_size": 4, "embed_dim": 8, "depth": 1, "num_heads": 2, "patch_drop_rate": 0.5}
+    with pytest.raises(ValueError, match=r"attention_drop 0.6 .*model_kwargs.patch_drop_rate 0.5"):
+        TagPretrainModule(img_size=32, model_kwargs=kwargs, attention_drop=0.6)

@@ -136,6 +136,12 @@ class TagPretrainModule(pl.LightningModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
+        drop_rate = float((model_kwargs or {}).get("patch_drop_rate", 0.0))
+        if attention_drop and attention_drop > drop_rate:
+            raise ValueError(
+                f"attention_drop {attention_drop} drops more of the patches than "
+                f"model_kwargs.patch_drop_rate {drop_rate} lets go (it must be at most that)"
+            )
         self.vit = create_vit(model_name, img_size, stem, model_kwargs)
         self.tokenizer = ClipTokenizer(context_length)
         self.vocab_size = int(self.tokenizer.vocab_size)
