@@ -29,7 +29,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import multiprocessing
-import multiprocessing.forkserver
 import os
 import subprocess
 import sys
@@ -185,12 +184,14 @@ def _fork_context(preload: Sequence[str]) -> multiprocessing.context.ForkServerC
     ``forkserver``: a server already running keeps its own preload list."""
     if "forkserver" not in multiprocessing.get_all_start_methods():
         return None
+    from multiprocessing import forkserver  # only where the platform has it
+
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(list(preload))
     saved = {key: os.environ.get(key) for key in THREAD_VARIABLES}
     os.environ.update({key: "1" for key in THREAD_VARIABLES})  # no thread pools to fork
     try:
-        multiprocessing.forkserver.ensure_running()
+        forkserver.ensure_running()
     finally:
         for key, value in saved.items():
             if value is None:
