@@ -85,6 +85,40 @@ def test_patch_tag_loss_is_the_tag_loss_of_pooled_in_batch_logits() -> None:
     assert got.item() == pytest.approx(np.mean(losses), rel=1e-9)
 
 
+@pytest.mark.parametrize("negatives", ["vocabulary", "batch"])
+def test_class_token_loss_competes_with_the_configured_negatives(negatives: str) -> None:
+    torch.manual_seed(0)
+    module = TagPretrainModule(
+        img_size=16,
+        model_kwargs={"patch_size": 8, "embed_dim": 8, "depth": 1, "num_heads": 2},
+        classes="voc",
+        negatives=negatives,
+    )
+    weight = module.head.weight.detach().double().numpy()
+    bias = module.head.bias.detach().double().numpy()
+    cls = torch.randn(3, 8, dtype=torch.float64)
+    tags = torch.zeros(3, module.vocab_size, dtype=torch.float64)
+    tags[0, [320, 1125]] = 1.0
+    tags[1, [4000]] = 1.0  # the third caption has no tag: it counts for nothing
+    candidates = range(module.vocab_size) if negatives == "vocabulary" else [320, 1125, 4000]
+    rows = list(candidates)
+    losses = []
+    for b in range(2):
+        z = np.array([cls[b].numpy() @ weight[u] + bias[u] for u in rows])
+        target = tags[b, rows].numpy()
+        losses.append(-(target / target.sum() * _log_softmax(z)).sum())
+    module.head.double()
+    got = module.class_token_loss(cls, tags)
+    assert got.item() == pytest.approx(np.mean(losses), rel=1e-9)
+    if negatives == "batch":  # a word no caption of the batch holds gets no gradient
+        module.head.weight.grad = None
+        module.class_token_loss(cls, tags).backward()
+        grad = module.head.weight.grad
+        assert grad is not None
+        assert grad[[320, 1125, 4000]].abs().sum() > 0
+        assert grad[321].abs().sum() == 0
+
+
 def test_attention_guided_drop_never_keeps_the_most_attended_patches() -> None:
     torch.manual_seed(0)
     b, n, c = 3, 10, 4

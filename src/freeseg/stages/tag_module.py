@@ -113,6 +113,10 @@ class TagPretrainModule(pl.LightningModule):
             ``patch_lse_r``, and scored like the class token's: patch tokens then carry the
             image's words where its objects are, as DINO's patch tokens carry semantics.
         patch_lse_r: sharpness of the LSE pooling (small: mean over patches, large: max).
+        negatives: the words each caption's tags compete with in the class token's softmax.
+            ``vocabulary``: all ~49k BPE tokens. ``batch``: only the tokens present in some
+            caption of the batch (in-batch negatives, as the patch loss has them): a few hundred
+            words, and only the words the batch holds get a gradient.
         attention_drop: share of the patch tokens dropped in every training forward for
             having the highest class-token attention (from a gradient-free pass of the whole
             image), before the random ``patch_drop_rate`` of ``model_kwargs`` is applied to
@@ -133,6 +137,7 @@ class TagPretrainModule(pl.LightningModule):
         patch_loss_weight: NonNegativeFloat = 0.0,
         patch_lse_r: PositiveFloat = 5.0,
         attention_drop: NonNegativeFloat = 0.0,
+        negatives: Literal["vocabulary", "batch"] = "vocabulary",
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -166,12 +171,25 @@ class TagPretrainModule(pl.LightningModule):
         """``(B, 3, H, W)`` → tag logits ``(B, V)`` from the class token."""
         return self.head(self.vit.forward_features(images)[:, 0])
 
+    def _present_logits(self, x: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
+        """The head's logits of the vocabulary entries ``present`` only, ``(..., len(present))``."""
+        return x @ self.head.weight[present].t() + self.head.bias[present]
+
+    def class_token_loss(self, cls: torch.Tensor, tags: torch.Tensor) -> torch.Tensor:
+        """Tag loss of the class token's logits, against the configured ``negatives``."""
+        if self.hparams["negatives"] == "vocabulary":
+            return tag_loss(self.head(cls), tags)
+        present = tags.any(0).nonzero().squeeze(1)
+        if present.numel() == 0:
+            return cls.sum() * 0.0
+        return tag_loss(self._present_logits(cls, present), tags[:, present])
+
     def patch_tag_loss(self, patches: torch.Tensor, tags: torch.Tensor) -> torch.Tensor:
         """Tag loss of the LSE-pooled patch logits over the batch's present tokens."""
         present = tags.any(0).nonzero().squeeze(1)
         if present.numel() == 0:
             return patches.sum() * 0.0
-        logits = patches @ self.head.weight[present].t() + self.head.bias[present]
+        logits = self._present_logits(patches, present)
         pooled = lse_pool(logits, self.hparams["patch_lse_r"], dim=1)
         return tag_loss(pooled, tags[:, present])
 
@@ -196,7 +214,7 @@ class TagPretrainModule(pl.LightningModule):
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         feats = self.training_features(batch["image"])
         tags = caption_tags(batch["input_ids"], self.vocab_size)
-        loss = tag_loss(self.head(feats[:, 0]), tags)
+        loss = self.class_token_loss(feats[:, 0], tags)
         weight = self.hparams["patch_loss_weight"]
         if weight > 0:
             patch_loss = self.patch_tag_loss(feats[:, self.vit.num_prefix_tokens :], tags)
