@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import os
+import re
 from pathlib import Path
 
 import nbformat
@@ -75,6 +76,12 @@ def _check_results_table(results: Path, runs: Path) -> None:
     for row, value in cells.items():
         run, key = ROWS[row]
         assert value == pytest.approx(100 * _logged(runs / run, key), abs=0.051), row
+    found = re.search(r"label sets P .*precision ([\d.]+) %, recall ([\d.]+) %", "\n".join(lines))
+    assert found, "results.md lacks the label-set line"
+    for value, key in zip(found.groups(), ("labels_precision", "labels_recall"), strict=True):
+        assert float(value) == pytest.approx(
+            100 * _logged(runs / "stage1_eval", f"val/{key}"), abs=0.051
+        )
 
 
 def _check_pseudo_masks(world: Path, runs: Path, num_classes: int) -> None:

@@ -97,6 +97,9 @@ def write_results(
         "",
         f"Stage 0 on val: zero-shot mAP {cell(s1, 'val/mAP')} %, mMIoU {cell(s1, 'val/mMIoU')} %",
         "",
+        f"Stage 1's label sets P against the ground-truth classes: precision "
+        f"{cell(s1, 'val/labels_precision')} %, recall {cell(s1, 'val/labels_recall')} %",
+        "",
     ]
     lines += ["## The frozen image encoder: class-token attention A on the val objects", ""]
     lines += [

@@ -41,7 +41,13 @@ def test_stage0_validation_metrics_with_two_processes_equal_one(tiny_world, tmp_
     module = tiny_iclip_module(classes)
     one = _validate(module, root, classes, 1, tmp_path / "one")
     two = _validate(module, root, classes, 2, tmp_path / "two")
-    assert {"val/mAP", "val/mMIoU", "val/mIoU_pls", "val/mIoU_argmax"} <= one.keys()
+    assert {
+        "val/mAP",
+        "val/mMIoU",
+        "val/mIoU_pls",
+        "val/mIoU_argmax",
+        "val/labels_recall",
+    } <= one.keys()
     assert two == one
 
 

@@ -118,7 +118,8 @@ def test_predict_writes_original_size_masks_and_a_consistent_manifest(tiny_world
 
 
 def _reference_miou(module, datamodule) -> dict[str, float]:
-    """mIoU of Y_seg1 (PLS and argmax) with numpy: calibration, Eq. 7–8, confusion matrix."""
+    """mIoU of Y_seg1 (PLS and argmax) with numpy: calibration, Eq. 7–8, confusion matrix;
+    and the precision and recall of the PLS label sets against the ground-truth classes."""
     scores, maps, targets = [], [], []
     with torch.no_grad():
         for batch in datamodule.val_dataloader():
@@ -131,6 +132,19 @@ def _reference_miou(module, datamodule) -> dict[str, float]:
     cal = np.clip((s - s.min(0)) / (s.max(0) - s.min(0)), 0, 1)
     k = cal.shape[1] + 1
     result = {}
+    hits = selected = present = 0
+    for row, target in zip(cal, targets, strict=True):
+        keep = row > 0.8
+        if not keep.any() and row.max() > 0.6:
+            keep[row.argmax()] = True
+        truth = np.isin(np.arange(1, len(row) + 1), target)
+        hits, selected, present = (
+            hits + (keep & truth).sum(),
+            selected + keep.sum(),
+            present + truth.sum(),
+        )
+    result["labels_precision"] = hits / selected if selected else 0.0
+    result["labels_recall"] = hits / present
     for strategy in ("pls", "argmax", "pls_true_labels"):
         conf = np.zeros((k, k), dtype=np.int64)
         for row, itsm, target in zip(cal, maps, targets, strict=True):
@@ -162,6 +176,9 @@ def test_validate_reports_miou_of_pls_and_argmax(tiny_world, tmp_path, caplog):
     truth = metrics["val/mIoU_pls_true_labels"]
     assert truth == pytest.approx(expected["pls_true_labels"], abs=1e-6)
     assert truth != pytest.approx(metrics["val/mIoU_pls"], abs=1e-3)  # the labels do differ
+    for key in ("labels_precision", "labels_recall"):
+        assert metrics[f"val/{key}"] == pytest.approx(expected[key], abs=1e-6)
+    assert 0 < expected["labels_precision"] < 1 and 0 < expected["labels_recall"] < 1
     grid = np.asarray(Image.open(tmp_path / "stage1_val_grid.png"))
     assert grid.shape[0] > 6 * 160 and grid.shape[1] == 4 * 164
     assert (tmp_path / "stage1_val_iou.md").read_text().startswith("| class")

@@ -5,7 +5,10 @@ of an epoch (scores ``(C,)``, raw ITSM ``(C, h, w)`` float16, ground truth ``(H,
 kept in memory and turned into predictions at the epoch's end, after the bounds are reduced
 over ranks. The :class:`~freeseg.metrics.MeanIoU` states are DDP-synchronised on compute.
 ``mIoU_pls_true_labels`` is PLS given each image's ground-truth labels instead of its
-zero-shot label set P: a diagnostic that separates the maps' errors from the labels'.
+zero-shot label set P: a diagnostic that separates the maps' errors from the labels'. The label
+sets themselves are scored too: ``labels_precision`` is the share of the selected labels that
+the image's ground truth holds, ``labels_recall`` the share of its ground-truth classes that were
+selected (micro averages over the set, background excluded).
 
 Optionally the Table-6 baselines (CLIP + K-means / spectral clustering) are scored on the same
 encoder pass: the projected dense tokens ``(N, D)`` float16 of each image are kept too, grouped
@@ -23,6 +26,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torchmetrics.classification import MultilabelPrecision, MultilabelRecall
 
 from freeseg.data.segsets import image_labels
 from freeseg.data.transforms import to_uint8_image
@@ -36,6 +40,7 @@ STRATEGIES: tuple[Literal["pls", "argmax"], ...] = ("pls", "argmax")
 # PLS (Eq. 7) given each image's ground-truth labels instead of its zero-shot P: what the maps
 # alone would give. Its gap to ``pls`` is the cost of the image-level label errors.
 TRUE_LABELS = "pls_true_labels"
+LabelMetric = MultilabelPrecision | MultilabelRecall
 
 
 @dataclass
@@ -85,6 +90,13 @@ class Stage1Evaluation(nn.Module):
                 for name in (*STRATEGIES, TRUE_LABELS, *self.baselines)
             }
         )
+        # the label sets P against the classes present in the ground truth (both (1, C))
+        self.label_metrics: dict[str, LabelMetric] = nn.ModuleDict(  # type: ignore[assignment]
+            {
+                "labels_precision": MultilabelPrecision(num_classes, average="micro"),
+                "labels_recall": MultilabelRecall(num_classes, average="micro"),
+            }
+        )
         self.num_classes = num_classes
         self.shown = shown
         self.cluster_k = cluster_k
@@ -95,7 +107,7 @@ class Stage1Evaluation(nn.Module):
 
     def reset(self) -> None:
         self.records, self.tokens, self.images = [], [], []
-        for metric in self.metrics.values():
+        for metric in (*self.metrics.values(), *self.label_metrics.values()):
             metric.reset()
 
     def add(
@@ -147,12 +159,15 @@ class Stage1Evaluation(nn.Module):
         for index, (scores, raw, target) in enumerate(self.records):
             itsm = resize_itsm(raw.to(device), (int(target.shape[0]), int(target.shape[1])))
             gt = target.long().to(device)
+            truth = image_labels([gt], self.num_classes)  # (1, C)
             for name, cfg in configs.items():
                 out = first_stage_from_itsm(itsm, scores, lo, hi, cfg)
                 self.metrics[name].update(out.seg[None], gt[None])
+                if name == "pls":
+                    for label_metric in self.label_metrics.values():
+                        label_metric.update(out.labels[None].long(), truth.long())
                 if index < len(self.images) and name == config.strategy:
                     result.rows.append(self._row(index, out.seg, out.itsm, out.labels, target))
-            truth = image_labels([gt], self.num_classes)  # (1, C)
             seg = partial_label_segmentation(itsm[None], truth, config.background)[0]
             self.metrics[TRUE_LABELS].update(seg[None], gt[None])
             for method in self.baselines:
@@ -161,6 +176,8 @@ class Stage1Evaluation(nn.Module):
         for key, metric in self.metrics.items():
             result.mean[f"mIoU_{key}"] = float(metric.compute())
             result.per_class[key] = metric.per_class().detach().cpu()
+        for key, label_metric in self.label_metrics.items():
+            result.mean[key] = float(label_metric.compute())
         return result
 
     def _cluster_map(
