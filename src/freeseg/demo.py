@@ -326,7 +326,8 @@ def main() -> None:
     parser.add_argument(
         "--train_encoder",
         action="store_true",
-        help="train the stand-in on the world's own images first (stage 0a, no captions)",
+        help="train the stand-in on the world's own data first (stage 0a; --encoder_recipe "
+        "picks the objective: caption tags, or DINO on the images alone)",
     )
     parser.add_argument(
         "--encoder_recipe",
