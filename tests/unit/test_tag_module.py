@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import math
 
+import lightning.pytorch as pl
 import numpy as np
 import pytest
 import torch
+from torch.utils.data import DataLoader
 
 from freeseg.stages.tag_module import (
     TagPretrainModule,
@@ -162,3 +164,57 @@ def test_attention_drop_larger_than_the_patch_drop_rate_is_refused_naming_both_k
     kwargs = {"patch_size": 4, "embed_dim": 8, "depth": 1, "num_heads": 2, "patch_drop_rate": 0.5}
     with pytest.raises(ValueError, match=r"attention_drop 0.6 .*model_kwargs.patch_drop_rate 0.5"):
         TagPretrainModule(img_size=32, model_kwargs=kwargs, attention_drop=0.6)
+
+
+class _Captured(pl.Callback):
+    """The trained weights after every optimizer step."""
+
+    def __init__(self) -> None:
+        self.steps: list[dict[str, np.ndarray]] = []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        params = {
+            **pl_module.vit.state_dict(),
+            **{f"head.{k}": v for k, v in pl_module.head.state_dict().items()},
+        }
+        # integer entries (the stem's BatchNorm step counters) are kept as they are
+        self.steps.append({k: v.detach().numpy().copy() for k, v in params.items()})
+
+
+def test_ema_validates_and_exports_the_average_of_the_trained_weights(tmp_path) -> None:
+    torch.manual_seed(0)
+    decay = 0.6
+    export = tmp_path / "vit.pth"
+    kwargs = {"patch_size": 8, "embed_dim": 8, "depth": 1, "num_heads": 2}
+    module = TagPretrainModule(img_size=16, model_kwargs=kwargs, ema=decay, export=str(export))
+    ids = torch.randint(1, 400, (4, 6))
+    batches = [{"image": torch.randn(4, 3, 16, 16), "input_ids": ids} for _ in range(4)]
+    captured = _Captured()
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        max_steps=4,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[captured],
+    )
+    trainer.fit(module, train_dataloaders=DataLoader(batches, batch_size=None))
+    assert len(captured.steps) == 4
+    # by hand: the first update copies the weights, then e ← d·e + (1 − d)·w after each step
+    # (floating-point entries; the BatchNorm step counters are copied)
+    expected = {k: v.astype(np.float64) for k, v in captured.steps[0].items()}
+    for weights in captured.steps[1:]:
+        expected = {
+            k: decay * expected[k] + (1 - decay) * w if np.issubdtype(w.dtype, np.floating) else w
+            for k, w in weights.items()
+        }
+    vit, head = module.evaluated()
+    averaged = {**vit.state_dict(), **{f"head.{k}": v for k, v in head.state_dict().items()}}
+    for key, value in expected.items():
+        np.testing.assert_allclose(averaged[key].double().numpy(), value, rtol=1e-5, atol=1e-7)
+    last = captured.steps[-1]["head.weight"]
+    assert not np.allclose(expected["head.weight"], last)  # an average, not the last weights
+    exported = torch.load(export, map_location="cpu")
+    for key, value in vit.state_dict().items():
+        torch.testing.assert_close(exported[key], value)

@@ -12,12 +12,14 @@ timm's format and then frozen by stage 0 exactly as DINO's weights are
 from __future__ import annotations
 
 import math
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import lightning.pytorch as pl
 import torch
 import torch.nn.functional as F
-from jsonargparse.typing import NonNegativeFloat, PositiveFloat, PositiveInt
+from jsonargparse.typing import ClosedUnitInterval, NonNegativeFloat, PositiveFloat, PositiveInt
+from timm.models.vision_transformer import VisionTransformer
+from timm.utils import ModelEmaV3
 from torch import nn
 
 from freeseg.data.atomic import atomic_path
@@ -117,6 +119,10 @@ class TagPretrainModule(pl.LightningModule):
             ``vocabulary``: all ~49k BPE tokens. ``batch``: only the tokens present in some
             caption of the batch (in-batch negatives, as the patch loss has them): a few hundred
             words, and only the words the batch holds get a gradient.
+        ema: decay of an exponential moving average of the ViT's and the head's weights
+            (timm's ``ModelEmaV3``), updated after every optimizer step; when set, validation
+            reads and ``export`` writes the averaged ViT, as DINO ships its teacher, an average
+            of its student. 0: off, the trained weights themselves.
         attention_drop: share of the patch tokens dropped in every training forward for
             having the highest class-token attention (from a gradient-free pass of the whole
             image), before the random ``patch_drop_rate`` of ``model_kwargs`` is applied to
@@ -138,6 +144,7 @@ class TagPretrainModule(pl.LightningModule):
         patch_lse_r: PositiveFloat = 5.0,
         attention_drop: NonNegativeFloat = 0.0,
         negatives: Literal["vocabulary", "batch"] = "vocabulary",
+        ema: ClosedUnitInterval = 0.0,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -153,6 +160,20 @@ class TagPretrainModule(pl.LightningModule):
         self.head = nn.Linear(self.vit.embed_dim, self.vocab_size)
         self.classes = load_classes(classes)
         self._class_tokens = self._name_tokens()
+        self.vit_ema = ModelEmaV3(self.vit, decay=ema) if ema > 0 else None
+        self.head_ema = ModelEmaV3(self.head, decay=ema) if ema > 0 else None
+
+    def evaluated(self) -> tuple[VisionTransformer, nn.Module]:
+        """The ViT and head that validation reads and ``export`` writes (averaged if ``ema``)."""
+        if self.vit_ema is None or self.head_ema is None:
+            return self.vit, self.head
+        return cast(VisionTransformer, self.vit_ema.module), self.head_ema.module
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if self.vit_ema is not None and self.head_ema is not None:
+            # global_step counts optimizer steps; the first update copies the weights
+            self.vit_ema.update(self.vit, step=self.global_step)
+            self.head_ema.update(self.head, step=self.global_step)
 
     @property
     def num_classes(self) -> int:
@@ -234,8 +255,9 @@ class TagPretrainModule(pl.LightningModule):
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
         """Tag scores of the class names, and A (for the attention fit), in one pass."""
         masks = [m.long() for m in batch["mask"]]
-        enc = encode_with_attention(self.vit, batch["image"])
-        scores = self.class_scores(self.head(enc.cls_token))
+        vit, head = self.evaluated()
+        enc = encode_with_attention(vit, batch["image"])
+        scores = self.class_scores(head(enc.cls_token))
         labels = image_labels(masks, self.num_classes)
         return {
             "scores": scores,
@@ -257,7 +279,7 @@ class TagPretrainModule(pl.LightningModule):
         """Write the encoder's timm-format ``state_dict`` to ``export`` (atomically)."""
         if self.hparams["export"] and self.trainer.is_global_zero:
             with atomic_path(self.hparams["export"]) as tmp:
-                torch.save(self.vit.state_dict(), tmp)
+                torch.save(self.evaluated()[0].state_dict(), tmp)
 
     def on_train_epoch_end(self) -> None:
         # Every epoch, so an interrupted run still leaves the last complete encoder.
