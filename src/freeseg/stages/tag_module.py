@@ -160,8 +160,9 @@ class TagPretrainModule(pl.LightningModule):
         self.head = nn.Linear(self.vit.embed_dim, self.vocab_size)
         self.classes = load_classes(classes)
         self._class_tokens = self._name_tokens()
-        self.vit_ema = ModelEmaV3(self.vit, decay=ema) if ema > 0 else None
-        self.head_ema = ModelEmaV3(self.head, decay=ema) if ema > 0 else None
+        # averages, never trained: no gradient, and not among the optimizer's parameters
+        self.vit_ema = ModelEmaV3(self.vit, decay=ema).requires_grad_(False) if ema > 0 else None
+        self.head_ema = ModelEmaV3(self.head, decay=ema).requires_grad_(False) if ema > 0 else None
 
     def evaluated(self) -> tuple[VisionTransformer, nn.Module]:
         """The ViT and head that validation reads and ``export`` writes (averaged if ``ema``)."""
@@ -268,8 +269,9 @@ class TagPretrainModule(pl.LightningModule):
         }
 
     def configure_optimizers(self) -> Any:
+        trained = [p for p in self.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(
-            self.parameters(), lr=self.hparams["lr"], weight_decay=self.hparams["weight_decay"]
+            trained, lr=self.hparams["lr"], weight_decay=self.hparams["weight_decay"]
         )
         total = schedule_steps(self.trainer)
         schedule = warmup_cosine(optimizer, total, warmup_steps=total // 20)
