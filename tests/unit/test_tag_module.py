@@ -173,6 +173,8 @@ class _Captured(pl.Callback):
         self.steps: list[dict[str, np.ndarray]] = []
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if (batch_idx + 1) % trainer.accumulate_grad_batches:
+            return  # no optimizer step after this batch
         params = {
             **pl_module.vit.state_dict(),
             **{f"head.{k}": v for k, v in pl_module.head.state_dict().items()},
@@ -181,18 +183,22 @@ class _Captured(pl.Callback):
         self.steps.append({k: v.detach().numpy().copy() for k, v in params.items()})
 
 
-def test_ema_validates_and_exports_the_average_of_the_trained_weights(tmp_path) -> None:
+@pytest.mark.parametrize("accumulate", [1, 2])
+def test_ema_validates_and_exports_the_average_of_the_trained_weights(tmp_path, accumulate) -> None:
     torch.manual_seed(0)
     decay = 0.6
     export = tmp_path / "vit.pth"
     kwargs = {"patch_size": 8, "embed_dim": 8, "depth": 1, "num_heads": 2}
     module = TagPretrainModule(img_size=16, model_kwargs=kwargs, ema=decay, export=str(export))
     ids = torch.randint(1, 400, (4, 6))
-    batches = [{"image": torch.randn(4, 3, 16, 16), "input_ids": ids} for _ in range(4)]
+    batches = [
+        {"image": torch.randn(4, 3, 16, 16), "input_ids": ids} for _ in range(4 * accumulate)
+    ]
     captured = _Captured()
     trainer = pl.Trainer(
         accelerator="cpu",
         max_steps=4,
+        accumulate_grad_batches=accumulate,
         logger=False,
         enable_checkpointing=False,
         enable_progress_bar=False,

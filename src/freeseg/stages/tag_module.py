@@ -163,6 +163,7 @@ class TagPretrainModule(pl.LightningModule):
         # averages, never trained: no gradient, and not among the optimizer's parameters
         self.vit_ema = ModelEmaV3(self.vit, decay=ema).requires_grad_(False) if ema > 0 else None
         self.head_ema = ModelEmaV3(self.head, decay=ema).requires_grad_(False) if ema > 0 else None
+        self._ema_step = 0  # the optimizer step the averages were last updated after
 
     def evaluated(self) -> tuple[VisionTransformer, nn.Module]:
         """The ViT and head that validation reads and ``export`` writes (averaged if ``ema``)."""
@@ -171,10 +172,13 @@ class TagPretrainModule(pl.LightningModule):
         return cast(VisionTransformer, self.vit_ema.module), self.head_ema.module
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        if self.vit_ema is not None and self.head_ema is not None:
-            # global_step counts optimizer steps; the first update copies the weights
-            self.vit_ema.update(self.vit, step=self.global_step)
-            self.head_ema.update(self.head, step=self.global_step)
+        # once per optimizer step (global_step counts them; with gradient accumulation several
+        # batches end on one); the first update copies the weights
+        if self.vit_ema is None or self.head_ema is None or self.global_step == self._ema_step:
+            return
+        self._ema_step = self.global_step
+        self.vit_ema.update(self.vit, step=self.global_step)
+        self.head_ema.update(self.head, step=self.global_step)
 
     @property
     def num_classes(self) -> int:
