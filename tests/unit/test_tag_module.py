@@ -224,3 +224,51 @@ def test_ema_validates_and_exports_the_average_of_the_trained_weights(tmp_path, 
     exported = torch.load(export, map_location="cpu")
     for key, value in vit.state_dict().items():
         torch.testing.assert_close(exported[key], value)
+
+
+def test_cutmix_pastes_a_box_of_the_mirrored_image_and_mixes_tags_by_the_area_kept() -> None:
+    np.random.seed(3)  # timm's Mixup draws λ and the boxes from numpy's global generator
+    module = TagPretrainModule(
+        img_size=16,
+        model_kwargs={"patch_size": 8, "embed_dim": 8, "depth": 1, "num_heads": 2},
+        classes="voc",
+        cutmix=1.0,
+    )
+    b, size, vocab = 6, 16, module.vocab_size
+    images = torch.arange(b, dtype=torch.float32).view(b, 1, 1, 1).expand(b, 3, size, size)
+    tags = torch.zeros(b, vocab)
+    words = [[320], [1125, 4000], [], [77, 78, 79], [320, 5000], [600]]
+    for i, ids in enumerate(words):
+        tags[i, ids] = 1.0
+    mixed, target = module.mixed(images, tags)
+    assert mixed.shape == images.shape and target.shape == tags.shape
+    pixels = mixed[:, 0].numpy()
+    changed = 0
+    for i in range(b):
+        j = b - 1 - i
+        own = float((pixels[i] == i).mean())
+        assert own + float((pixels[i] == j).mean()) == pytest.approx(1.0)  # only i and j
+        other = np.argwhere(pixels[i] == j)
+        if len(other):  # the pasted pixels form one box
+            (y0, x0), (y1, x1) = other.min(0), other.max(0)
+            assert len(other) == (y1 - y0 + 1) * (x1 - x0 + 1)
+            changed += 1
+        expected = np.zeros(vocab)
+        for k, share in ((i, own), (j, 1.0 - own)):
+            if words[k]:
+                expected[words[k]] += share / len(words[k])
+        np.testing.assert_allclose(target[i].numpy(), expected, atol=1e-6)
+    assert changed >= b // 2  # Beta(1, 1) boxes: most images get one
+    assert torch.equal(images[:, 0, 0, 0], torch.arange(b, dtype=torch.float32))  # input intact
+
+
+def test_without_cutmix_the_batch_is_left_as_it_is() -> None:
+    module = TagPretrainModule(
+        img_size=16,
+        model_kwargs={"patch_size": 8, "embed_dim": 8, "depth": 1, "num_heads": 2},
+        classes="voc",
+    )
+    images, tags = torch.rand(4, 3, 16, 16), torch.zeros(4, module.vocab_size)
+    tags[0, 5] = tags[0, 6] = 1.0
+    out_images, out_tags = module.mixed(images, tags)
+    assert out_images is images and torch.equal(out_tags, tags)

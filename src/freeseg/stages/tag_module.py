@@ -18,6 +18,7 @@ import lightning.pytorch as pl
 import torch
 import torch.nn.functional as F
 from jsonargparse.typing import ClosedUnitInterval, NonNegativeFloat, PositiveFloat, PositiveInt
+from timm.data import Mixup
 from timm.models.vision_transformer import VisionTransformer
 from timm.utils import ModelEmaV3
 from torch import nn
@@ -91,7 +92,7 @@ def tag_loss(logits: torch.Tensor, tags: torch.Tensor) -> torch.Tensor:
     at once. Captions without any tag contribute nothing.
     """
     counts = tags.sum(1, keepdim=True)
-    target = tags / counts.clamp_min(1.0)
+    target = tags / torch.where(counts > 0, counts, torch.ones_like(counts))
     per_image = -(target * F.log_softmax(logits, dim=1)).sum(1)
     return per_image.sum() / (counts > 0).sum().clamp_min(1)
 
@@ -127,6 +128,10 @@ class TagPretrainModule(pl.LightningModule):
             having the highest class-token attention (from a gradient-free pass of the whole
             image), before the random ``patch_drop_rate`` of ``model_kwargs`` is applied to
             the rest (`attention_guided_drop`); 0: random patch dropout alone.
+        cutmix: α of CutMix's Beta(α, α) box share (Yun et al. 2019; `mixed`): each training
+            image gets a box of another pasted in and predicts both captions' tags in
+            proportion to the area each keeps, which rewards attending to whole objects (the
+            cue CutMix gives weakly supervised localisation); 0: off.
     """
 
     def __init__(
@@ -145,6 +150,7 @@ class TagPretrainModule(pl.LightningModule):
         attention_drop: NonNegativeFloat = 0.0,
         negatives: Literal["vocabulary", "batch"] = "vocabulary",
         ema: ClosedUnitInterval = 0.0,
+        cutmix: NonNegativeFloat = 0.0,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -164,6 +170,19 @@ class TagPretrainModule(pl.LightningModule):
         self.vit_ema = ModelEmaV3(self.vit, decay=ema).requires_grad_(False) if ema > 0 else None
         self.head_ema = ModelEmaV3(self.head, decay=ema).requires_grad_(False) if ema > 0 else None
         self._ema_step = 0  # the optimizer step the averages were last updated after
+        # CutMix (timm's Mixup, one box per image): the tag targets are mixed by pasted area
+        self.cutmix = (
+            Mixup(
+                mixup_alpha=0.0,
+                cutmix_alpha=cutmix,
+                mode="elem",
+                label_smoothing=0.0,
+                num_classes=self.vocab_size,
+                multi_label=True,
+            )
+            if cutmix > 0
+            else None
+        )
 
     def evaluated(self) -> tuple[VisionTransformer, nn.Module]:
         """The ViT and head that validation reads and ``export`` writes (averaged if ``ema``)."""
@@ -237,9 +256,23 @@ class TagPretrainModule(pl.LightningModule):
         x = attention_guided_drop(x, attn, top, keep, prefix=vit.num_prefix_tokens)
         return vit.norm(vit.blocks(vit.norm_pre(x)))
 
+    def mixed(self, images: torch.Tensor, tags: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """CutMix of a training batch when ``cutmix`` is set: ``(images, tag targets)``.
+
+        Image i gets a random box of image B − 1 − i pasted in (timm's ``Mixup``, one box per
+        image, λ_i ~ Beta(α, α) corrected to the box as clipped); its target becomes
+        λ_i · t_i / Σt_i + (1 − λ_i) · t_j / Σt_j, the two captions' tag distributions weighted
+        by the share of the image each one keeps. A batch of odd size is left as it is.
+        """
+        if self.cutmix is None or len(images) % 2:
+            return images, tags
+        counts = tags.sum(1, keepdim=True)
+        spread = tags / torch.where(counts > 0, counts, torch.ones_like(counts))
+        return self.cutmix(images.clone(), spread)
+
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
-        feats = self.training_features(batch["image"])
-        tags = caption_tags(batch["input_ids"], self.vocab_size)
+        images, tags = self.mixed(batch["image"], caption_tags(batch["input_ids"], self.vocab_size))
+        feats = self.training_features(images)
         loss = self.class_token_loss(feats[:, 0], tags)
         weight = self.hparams["patch_loss_weight"]
         if weight > 0:
