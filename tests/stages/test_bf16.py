@@ -15,12 +15,11 @@ from __future__ import annotations
 
 import json
 
-import lightning.pytorch as pl
 import numpy as np
 import pytest
 import torch
 from tests.conftest import DEVICES
-from tests.stages.tiny import tiny_iclip_module
+from tests.stages.tiny import quiet_trainer, tiny_iclip_module
 
 from freeseg.data.palette import load_label_png
 from freeseg.data.pseudomasks import PseudoMaskDataModule, load_record, record_path
@@ -70,10 +69,9 @@ def _predict(world, out, precision: str, device: str) -> dict:
         str(world / "voc"), str(out), dataset="voc", split="train", classes=classes,
         image_size=64, batch_size=16, num_workers=0,
     )  # fmt: skip
-    trainer = pl.Trainer(
-        accelerator=device, devices=1, precision=precision, logger=False,
-        callbacks=[PseudoMaskWriter()], enable_progress_bar=False,
-        enable_model_summary=False, default_root_dir=out,
+    trainer = quiet_trainer(
+        accelerator=device, devices=1, precision=precision,
+        callbacks=[PseudoMaskWriter()], default_root_dir=out,
     )  # fmt: skip
     trainer.predict(tiny_iclip_module(classes).eval(), datamodule=data, return_predictions=False)
     return json.loads((out / "manifest.json").read_text())

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import shutil
 
-import lightning.pytorch as pl
 import pytest
 import torch
-from tests.stages.tiny import tiny_iclip_module
+from tests.stages.tiny import quiet_trainer, tiny_iclip_module
 
 from freeseg.data.datamodules import SegmentationDataModule
 from freeseg.data.samplers import UnpaddedDistributedSampler
@@ -18,14 +17,10 @@ def _validate(module, root, classes, devices: int, out) -> dict[str, float]:
     dm = SegmentationDataModule(
         str(root), image_size=32, batch_size=2, num_workers=0, classes=classes
     )
-    trainer = pl.Trainer(
-        accelerator="cpu",
+    trainer = quiet_trainer(
         devices=devices,
         strategy="ddp_spawn" if devices > 1 else "auto",
-        logger=False,
         default_root_dir=out,
-        enable_progress_bar=False,
-        enable_model_summary=False,
         callbacks=[MultiLabelAPCallback(), MatchedIoUCallback()],
     )
     return {k: float(v) for k, v in trainer.validate(module, datamodule=dm)[0].items()}

@@ -6,9 +6,9 @@ from __future__ import annotations
 import copy
 from pathlib import Path
 
-import lightning.pytorch as pl
 import pytest
 import torch
+from tests.stages.tiny import quiet_trainer
 from torch.utils.data import DataLoader
 
 from freeseg.models.image_encoder import FrozenViT
@@ -30,10 +30,7 @@ def test_teacher_is_the_ema_of_the_student_and_gets_no_gradient(tmp_path: Path):
         export=str(tmp_path / "vit.pth"),
     )  # fmt: skip
     before_teacher = copy.deepcopy(module.teacher.state_dict())
-    trainer = pl.Trainer(
-        max_steps=1, accelerator="cpu", logger=False, enable_checkpointing=False,
-        enable_progress_bar=False, limit_val_batches=0, default_root_dir=tmp_path,
-    )  # fmt: skip
+    trainer = quiet_trainer(max_steps=1, limit_val_batches=0, default_root_dir=tmp_path)
     trainer.fit(module, DataLoader(_images(), batch_size=4))
     # one step: m = 1 − (1 − 0.9)·(cos(π·1/1) + 1)/2 = 1 at the end of the cosine, so the step
     # taken is at global_step 1 of 1: teacher = m·teacher + (1 − m)·student with m = 1.
@@ -89,10 +86,7 @@ def test_attention_fit_is_logged_by_validation(tiny_world: Path, tmp_path: Path)
     )  # fmt: skip
     module = SelfDistillationModule(img_size=64, model_kwargs=VIT, out_dim=16)
     callback = AttentionFitCallback()
-    trainer = pl.Trainer(
-        accelerator="cpu", logger=False, enable_progress_bar=False, callbacks=[callback],
-        default_root_dir=tmp_path,
-    )  # fmt: skip
+    trainer = quiet_trainer(callbacks=[callback], default_root_dir=tmp_path)
     trainer.validate(module, datamodule=data)
     assert set(callback.last) == {"val/A_mass_fg", "val/A_jaccard"}
     assert 0.0 <= callback.last["val/A_jaccard"] <= 1.0

@@ -9,7 +9,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import lightning.pytorch as pl
 import numpy as np
 import pytest
 import torch
@@ -21,7 +20,7 @@ from tests.stages.pseudo_helpers import (
     save_tiny_ckpt,
     tiny_pseudo_module,
 )
-from tests.stages.tiny import validate_on_val
+from tests.stages.tiny import quiet_trainer, validate_on_val
 
 from freeseg.cli import main
 from freeseg.data.palette import load_label_png
@@ -88,13 +87,7 @@ def test_predict_writes_original_size_masks_and_a_consistent_manifest(tiny_world
         batch_size=2,
         num_workers=0,
     )
-    trainer = pl.Trainer(
-        accelerator="cpu",
-        logger=False,
-        callbacks=[PseudoMaskWriter()],
-        enable_progress_bar=False,
-        default_root_dir=tmp_path,
-    )
+    trainer = quiet_trainer(callbacks=[PseudoMaskWriter()], default_root_dir=tmp_path)
     trainer.predict(tiny_pseudo_module(classes), datamodule=dm, return_predictions=False)
     manifest = json.loads((pseudo / "manifest.json").read_text())
     assert manifest["ids"] == ["40x40", "50x70", "64x48"]
@@ -222,10 +215,7 @@ def _folder_predict(tiny_world: Path, tmp_path: Path, **module_kwargs):
         str(folder), str(pseudo), dataset="folder", classes=classes, image_size=32,
         batch_size=1, num_workers=0,
     )  # fmt: skip
-    trainer = pl.Trainer(
-        accelerator="cpu", logger=False, callbacks=[PseudoMaskWriter()],
-        enable_progress_bar=False, default_root_dir=tmp_path,
-    )  # fmt: skip
+    trainer = quiet_trainer(callbacks=[PseudoMaskWriter()], default_root_dir=tmp_path)
     module = tiny_pseudo_module(classes)
     for key, value in module_kwargs.items():
         setattr(module, key, value)

@@ -23,6 +23,7 @@ from tests.stages.refine_helpers import (
     numpy_miou,
     separable_world,
 )
+from tests.stages.tiny import quiet_trainer
 from torch.utils.data import DataLoader
 
 from freeseg.cli import main
@@ -36,18 +37,6 @@ SMALL = {"encoder_name": "resnet18", "encoder_depth": 3, "output_stride": None}
 def _module(classes, **kwargs) -> RefineModule:
     torch.manual_seed(0)
     return RefineModule(classes=classes, psp_out_channels=16, **SMALL, **kwargs)
-
-
-def _trainer(**kwargs) -> pl.Trainer:
-    return pl.Trainer(
-        fast_dev_run=True,
-        accelerator="cpu",
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        enable_checkpointing=False,
-        logger=False,
-        **kwargs,
-    )
 
 
 class _KeepPredictions(pl.Callback):
@@ -86,15 +75,10 @@ def test_oracle_fit_on_ground_truth_reports_miou_and_crf(tmp_path, one_thread):
         crf_workers=1,
         crf_params={"scale_factor": 4.0},
     )
-    trainer = pl.Trainer(
-        accelerator="cpu",
+    trainer = quiet_trainer(
         max_steps=40,
         max_epochs=-1,
         check_val_every_n_epoch=1000,  # validate once, after training
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
         callbacks=list(callbacks),  # Trainer extends the list
     )
     trainer.fit(module, datamodule=data)
@@ -223,7 +207,7 @@ def test_trains_on_target_batches_through_a_trainer(tiny_world):
     reference = copy.deepcopy(module.net).train()
     loss = _balanced_loss_by_hand(reference(batch["image"]), batch["target"])
     loss.backward()
-    _trainer().fit(module, train_dataloaders=DataLoader(items, batch_size=2))
+    quiet_trainer(fast_dev_run=True).fit(module, train_dataloaders=DataLoader(items, batch_size=2))
     lr, weight_decay = 0.01, 5e-4
     trained = dict(module.net.named_parameters())
     for name, p in reference.named_parameters():
@@ -278,7 +262,7 @@ def test_partial_pixel_flag_must_match_the_datamodule(tiny_world):
 
     module = _module(str(tiny_world / "classes.txt"), partial_pixel=True)
     with pytest.raises(ValueError, match="partial_pixel"):
-        _trainer().fit(module, datamodule=Pseudo())
+        quiet_trainer(fast_dev_run=True).fit(module, datamodule=Pseudo())
 
 
 def test_test_saves_a_figure_of_the_first_val_images(tiny_world, tmp_path):
@@ -290,13 +274,7 @@ def test_test_saves_a_figure_of_the_first_val_images(tiny_world, tmp_path):
     )
     module = _module(classes, crf=True, crf_workers=0, crf_params={"scale_factor": 4.0})
     callbacks = [MeanIoUCallback(), MeanIoUCallback(key="pred_crf", name="mIoU_crf")]
-    trainer = pl.Trainer(
-        accelerator="cpu",
-        logger=False,
-        enable_progress_bar=False,
-        default_root_dir=tmp_path,
-        callbacks=list(callbacks),
-    )
+    trainer = quiet_trainer(default_root_dir=tmp_path, callbacks=list(callbacks))
     trainer.test(module, datamodule=data)
     table = (tmp_path / "stage2_test_iou.md").read_text().splitlines()
     header = [cell.strip() for cell in table[0].split("|")[1:-1]]
@@ -385,14 +363,7 @@ def _validate_with_crf(tiny_world, workers: int) -> tuple[list[MeanIoUCallback],
         module.net.segmentation_head[0].weight *= 30.0
     callbacks = [MeanIoUCallback(), MeanIoUCallback(key="pred_crf", name="mIoU_crf")]
     keep = _KeepCRFLabels()
-    trainer = pl.Trainer(
-        accelerator="cpu",
-        limit_val_batches=3,
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        callbacks=[*callbacks, keep],
-    )
+    trainer = quiet_trainer(limit_val_batches=3, callbacks=[*callbacks, keep])
     trainer.validate(module, datamodule=data, verbose=False)
     return callbacks, [labels.result() for labels in keep.kept]  # done before the metric
 
@@ -429,7 +400,7 @@ def test_crf_pool_is_closed_when_validation_fails(tiny_world):
         return forward(x)
 
     module.net.forward = fail_on_second_batch
-    trainer = pl.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False)
+    trainer = quiet_trainer()
     try:
         with pytest.raises(RuntimeError, match="boom"):
             trainer.validate(module, datamodule=data, verbose=False)
@@ -488,7 +459,5 @@ def test_validation_keeps_the_aspect_ratio_and_scores_at_the_original_size(tiny_
         torch.testing.assert_close(logits, expected, rtol=1e-4, atol=1e-4)
         assert pred.shape == (h, w) and torch.equal(pred, logits.argmax(0))
     callbacks = [MeanIoUCallback()]
-    pl.Trainer(
-        accelerator="cpu", logger=False, enable_progress_bar=False, callbacks=list(callbacks)
-    ).validate(module, datamodule=data, verbose=False)
+    quiet_trainer(callbacks=list(callbacks)).validate(module, datamodule=data, verbose=False)
     assert 0.0 <= callbacks[0].last["val/mIoU"] <= 1.0

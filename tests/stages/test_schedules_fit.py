@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import lightning.pytorch as pl
 import pytest
 import torch
-from tests.stages.tiny import tiny_iclip_module
+from tests.stages.tiny import quiet_trainer, tiny_iclip_module
 from torch.utils.data import DataLoader
 
 from freeseg.data.datamodules import ImageTextDataModule
@@ -27,16 +27,7 @@ class _RecordLR(pl.Callback):
 
 def _quiet_trainer(record: _RecordLR, **trainer_kwargs) -> pl.Trainer:
     """A CPU Trainer without logging, checkpoints or validation, recording the LR of each step."""
-    return pl.Trainer(
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        limit_val_batches=0,
-        callbacks=[record],
-        **trainer_kwargs,
-    )
+    return quiet_trainer(limit_val_batches=0, callbacks=[record], **trainer_kwargs)
 
 
 def _fit(tiny_world, epoch_size: int | None, **trainer_kwargs) -> list[float]:

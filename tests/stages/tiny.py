@@ -26,6 +26,19 @@ def tiny_iclip_module(classes: str, **kwargs) -> ICLIPModule:
     return ICLIPModule(model, classes=classes, **kwargs)
 
 
+def quiet_trainer(**overrides: Any) -> pl.Trainer:
+    """A CPU Trainer without logger, progress bar, model summary or checkpoints; every keyword
+    given overrides or extends these defaults."""
+    settings: dict[str, Any] = {
+        "accelerator": "cpu",
+        "logger": False,
+        "enable_progress_bar": False,
+        "enable_model_summary": False,
+        "enable_checkpointing": False,
+    }
+    return pl.Trainer(**(settings | overrides))
+
+
 def validate_on_val(
     module: ICLIPModule, world: Path, root_dir: Path
 ) -> tuple[dict[str, Any], SegmentationDataModule]:
@@ -34,7 +47,5 @@ def validate_on_val(
     dm = SegmentationDataModule(
         str(world / "voc"), image_size=32, batch_size=4, num_workers=0, classes=classes
     )
-    trainer = pl.Trainer(
-        accelerator="cpu", logger=False, enable_progress_bar=False, default_root_dir=root_dir
-    )
+    trainer = quiet_trainer(default_root_dir=root_dir)
     return trainer.validate(module, datamodule=dm)[0], dm

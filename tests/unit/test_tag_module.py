@@ -8,6 +8,7 @@ import lightning.pytorch as pl
 import numpy as np
 import pytest
 import torch
+from tests.stages.tiny import quiet_trainer
 from torch.utils.data import DataLoader
 
 from freeseg.stages.tag_module import (
@@ -195,16 +196,7 @@ def test_ema_validates_and_exports_the_average_of_the_trained_weights(tmp_path, 
         {"image": torch.randn(4, 3, 16, 16), "input_ids": ids} for _ in range(4 * accumulate)
     ]
     captured = _Captured()
-    trainer = pl.Trainer(
-        accelerator="cpu",
-        max_steps=4,
-        accumulate_grad_batches=accumulate,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        callbacks=[captured],
-    )
+    trainer = quiet_trainer(max_steps=4, accumulate_grad_batches=accumulate, callbacks=[captured])
     trainer.fit(module, train_dataloaders=DataLoader(batches, batch_size=None))
     assert len(captured.steps) == 4
     # by hand: the first update copies the weights, then e ← d·e + (1 − d)·w after each step
