@@ -83,6 +83,12 @@ def attention_guided_drop(
     return torch.cat([tokens[:, :prefix], patches], dim=1)
 
 
+def spread_tags(tags: torch.Tensor) -> torch.Tensor:
+    """Each caption's tags as a distribution: rows divided by their sum (empty rows stay 0)."""
+    counts = tags.sum(1, keepdim=True)
+    return tags / torch.where(counts > 0, counts, torch.ones_like(counts))
+
+
 def tag_loss(logits: torch.Tensor, tags: torch.Tensor) -> torch.Tensor:
     """Softmax cross-entropy against the caption's tags spread uniformly.
 
@@ -91,10 +97,8 @@ def tag_loss(logits: torch.Tensor, tags: torch.Tensor) -> torch.Tensor:
     the ~49k never-seen tokens are pushed down together by the softmax, so learning starts
     at once. Captions without any tag contribute nothing.
     """
-    counts = tags.sum(1, keepdim=True)
-    target = tags / torch.where(counts > 0, counts, torch.ones_like(counts))
-    per_image = -(target * F.log_softmax(logits, dim=1)).sum(1)
-    return per_image.sum() / (counts > 0).sum().clamp_min(1)
+    per_image = -(spread_tags(tags) * F.log_softmax(logits, dim=1)).sum(1)
+    return per_image.sum() / (tags.sum(1) > 0).sum().clamp_min(1)
 
 
 class TagPretrainModule(pl.LightningModule):
@@ -266,9 +270,7 @@ class TagPretrainModule(pl.LightningModule):
         """
         if self.cutmix is None or len(images) % 2:
             return images, tags
-        counts = tags.sum(1, keepdim=True)
-        spread = tags / torch.where(counts > 0, counts, torch.ones_like(counts))
-        return self.cutmix(images.clone(), spread)
+        return self.cutmix(images.clone(), spread_tags(tags))
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         images, tags = self.mixed(batch["image"], caption_tags(batch["input_ids"], self.vocab_size))
