@@ -37,6 +37,13 @@ def _jpeg(image: np.ndarray) -> bytes:
     return out.getvalue()
 
 
+def add_member(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+    """Add a regular file ``name`` holding ``data`` to an open tar archive."""
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    tar.addfile(info, io.BytesIO(data))
+
+
 def make_user_folder(root: Path, pairs: int = 96, train: int = 10, val: int = 6) -> None:
     """``root/shards/0000{0,1}.tar`` (KEY.jpg + KEY.txt), ``root/voc/`` and ``root/classes.txt``."""
     rng = np.random.default_rng(5)
@@ -48,9 +55,7 @@ def make_user_folder(root: Path, pairs: int = 96, train: int = 10, val: int = 6)
                 image, _, names = _scene(rng, size)
                 caption = f"a photo of a {' and a '.join(names)}".encode()
                 for ext, data in (("jpg", _jpeg(image)), ("txt", caption)):
-                    info = tarfile.TarInfo(f"{i:06d}.{ext}")
-                    info.size = len(data)
-                    tar.addfile(info, io.BytesIO(data))
+                    add_member(tar, f"{i:06d}.{ext}", data)
     voc = root / "voc"
     for sub in ("JPEGImages", "SegmentationClass", "ImageSets/Segmentation"):
         (voc / sub).mkdir(parents=True)

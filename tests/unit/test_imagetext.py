@@ -15,6 +15,7 @@ import pytest
 import torch
 import webdataset as wds
 from PIL import Image
+from tests.user_folder import add_member
 
 from freeseg.data.datamodules import ImageTextDataModule
 from freeseg.data.imagetext import WorkerShards, decode_sample, set_shuffle_epoch
@@ -41,18 +42,12 @@ def _image_bytes(rng: np.random.Generator, fmt: str = "JPEG") -> bytes:
     return buf.getvalue()
 
 
-def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
-    info = tarfile.TarInfo(name)
-    info.size = len(data)
-    tar.addfile(info, io.BytesIO(data))
-
-
 def _write_shard(path: Path, samples: list[dict[str, bytes]]) -> None:
     with tarfile.open(path, "w") as tar:
         for sample in samples:
             for ext, data in sample.items():
                 if ext != "key":
-                    _add(tar, f"{sample['key'].decode()}.{ext}", data)
+                    add_member(tar, f"{sample['key'].decode()}.{ext}", data)
 
 
 def _write_clean_shards(

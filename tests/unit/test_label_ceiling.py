@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from tests.user_folder import add_member
 
 SCRIPT = Path(__file__).resolve().parents[2] / "tools" / "label_ceiling.py"
 COLOURS = {"red": (220, 30, 30), "blue": (30, 30, 220)}
@@ -54,9 +55,7 @@ def _world(root: Path, with_objects: bool = True) -> np.ndarray:
             if with_objects:
                 meta["objects"] = present
             for ext, data in (("jpg", _jpeg(image)), ("json", json.dumps(meta).encode())):
-                info = tarfile.TarInfo(f"{i:09d}.{ext}")
-                info.size = len(data)
-                tar.addfile(info, io.BytesIO(data))
+                add_member(tar, f"{i:09d}.{ext}", data)
     voc = root / "voc"
     for sub in ("JPEGImages", "SegmentationClass", "ImageSets/Segmentation"):
         (voc / sub).mkdir(parents=True)
