@@ -1,10 +1,11 @@
 """How learnable are a generated world's classes? The stand-in's architecture, trained on labels.
 
 A diagnostic for stage 0a, not part of the method: it trains the stand-in's ViT (the
-architecture of an encoder config, from scratch, without patch dropout) or a ResNet-18 on the
-*ground-truth* image labels of a generated world's pairs (the ``objects`` field that
-``freeseg synth`` and ``tools/altworld.py`` write into every sample's JSON; real img2dataset
-shards have no such field) with one binary cross-entropy per class, and prints the val
+architecture of an encoder config, from scratch, without patch dropout unless
+``--patch_drop_rate`` asks for it) or a ResNet-18 on the *ground-truth* image labels of a
+generated world's pairs (the ``objects`` field that ``freeseg synth`` and
+``tools/altworld.py`` write into every sample's JSON; real img2dataset shards have no such
+field) with one binary cross-entropy per class, and prints the val
 set's macro mAP (labels read from the val masks) after every epoch. Its mAP is the ceiling a
 weakly supervised stand-in (caption tags) can hope for with the same architecture, images and
 schedule: when it stays near chance, the world's classes are beyond that budget, whatever
@@ -97,12 +98,19 @@ def read_val(world: Path, size: int, num_classes: int) -> tuple[torch.Tensor, to
     return _stacked(images, labels)
 
 
-def build(arch: str, config: Path, size: int, num_classes: int) -> nn.Module:
-    """The encoder config's ViT (no patch dropout) with a linear head, or a ResNet-18."""
+def build(
+    arch: str, config: Path, size: int, num_classes: int, patch_drop_rate: float = 0.0
+) -> nn.Module:
+    """The encoder config's ViT with a linear head, or a ResNet-18.
+
+    The ViT drops ``patch_drop_rate`` of its patch tokens in training forwards (timm's
+    ``PatchDropout``), whatever the config's own rate.
+    """
     if arch == "resnet18":
         return timm.create_model("resnet18", num_classes=num_classes)
     args = yaml.safe_load(config.read_text())["model"]["init_args"]
-    kwargs = {k: v for k, v in (args.get("model_kwargs") or {}).items() if k != "patch_drop_rate"}
+    kwargs = dict(args.get("model_kwargs") or {})
+    kwargs["patch_drop_rate"] = patch_drop_rate
     vit = create_vit(args["model_name"], size, args.get("stem", "patch"), kwargs)
     return nn.Sequential(vit, nn.Linear(vit.embed_dim, num_classes))
 
@@ -117,6 +125,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--batch_size", type=int, default=64)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--patch_drop_rate",
+        type=float,
+        default=0.0,
+        help="share of the ViT's patch tokens dropped in training (the shipped recipe: 0.75)",
+    )
     args = parser.parse_args(argv)
 
     torch.manual_seed(args.seed)
@@ -129,7 +143,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     def normalise(x: torch.Tensor) -> torch.Tensor:
         return (x.float() / 255 - mean) / std
 
-    model = build(args.arch, args.config, args.image_size, len(classes))
+    model = build(args.arch, args.config, args.image_size, len(classes), args.patch_drop_rate)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.05)
     steps_per_epoch = len(images) // args.batch_size
     total = args.epochs * steps_per_epoch

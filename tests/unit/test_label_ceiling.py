@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 from tests.user_folder import add_member
 
@@ -86,3 +87,11 @@ def test_a_world_without_image_labels_is_named(tmp_path: Path) -> None:
     _world(tmp_path, with_objects=False)
     with pytest.raises(ValueError, match=r"00000\.tar: sample 000000000 has no 'objects'"):
         _tool().main([str(tmp_path), "--image_size", "16", "--epochs", "1"])
+
+
+def test_the_vit_drops_patches_only_when_asked() -> None:
+    tool, images = _tool(), torch.zeros(2, 3, 16, 16)  # patch 4: 16 patch tokens + 1 class token
+    for rate, kept in ((0.0, 16), (0.75, 4)):
+        vit = tool.build("vit", tool.ROOT / "configs/synthetic/encoder.yaml", 16, 2, rate)[0]
+        assert vit.train().forward_features(images).shape[1] == 1 + kept
+        assert vit.eval().forward_features(images).shape[1] == 1 + 16
