@@ -11,8 +11,9 @@ weakly supervised stand-in (caption tags) can hope for with the same architectur
 schedule: when it stays near chance, the world's classes are beyond that budget, whatever
 the objective.
 
-Images are resized to ``--image_size`` and flipped at random; AdamW with the stage-0a
-learning rate, weight decay and warm-up cosine schedule. Usage::
+Images are resized to ``--image_size`` (val images too), normalised by the pairs' own channel
+means and deviations, and flipped at random; AdamW with the stage-0a learning rate, weight
+decay and warm-up cosine schedule. Usage::
 
     python tools/label_ceiling.py data/world --epochs 2
     python tools/label_ceiling.py /tmp/altworld --arch resnet18 --image_size 64
