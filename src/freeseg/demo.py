@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
 import time
 from pathlib import Path
 
@@ -268,11 +269,38 @@ def run_demo(
     write_grid(results / "grid.png", runs)
 
 
+def source_commit(root: Path = Path(__file__).resolve().parents[2]) -> str | None:
+    """The git commit of the source tree at ``root``, ``+dirty`` if it has uncommitted changes.
+
+    None outside a git checkout (an installed wheel) or without git: the record then says
+    nothing rather than something wrong.
+    """
+    try:
+        head = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=30,
+        ).stdout.strip()
+        status = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=30,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return f"{head}+dirty" if status else head or None
+
+
 def make_encoder(world: Path, runs: Path, out: Path, extra: list[str] | None = None) -> None:
     """``make encoder``: train the stand-in for DINO (stage 0a) and write it to ``out``.
 
     Beside the weights, ``out`` with suffix ``.json`` records how the file was made: the
-    command, its wall time and the attention fit of the exported encoder on the val split.
+    command, the source commit (the data order, and so the file, depends on the code), the
+    thread count, its wall time and the attention fit of the exported encoder on the val split.
     """
     timings: dict[str, float] = {}
     prepare_world(world, True, timings)
@@ -281,7 +309,8 @@ def make_encoder(world: Path, runs: Path, out: Path, extra: list[str] | None = N
     args += [f"--model.init_args.export={run_dir / 'vit.pth'}", *_world_overrides(world)]
     args += [f"--model.init_args.classes={world / 'classes.txt'}"]
     args += _run_dir_args(run_dir) + list(extra or [])
-    StageQueue(1, freeseg).submit("stage 0a: pretraining of the stand-in encoder", run_dir, args)
+    queue = StageQueue(1, freeseg)  # one stage on every usable core
+    queue.submit("stage 0a: pretraining of the stand-in encoder", run_dir, args)
     fit = last_metrics(run_dir)
     seconds = done_seconds(run_dir)
     record = {
@@ -289,6 +318,8 @@ def make_encoder(world: Path, runs: Path, out: Path, extra: list[str] | None = N
         "seconds": seconds,
         "attention_fit_val": {k: fit[k] for k in ("val/A_mass_fg", "val/A_jaccard") if k in fit},
         "world": json.loads((world / "world.json").read_text()).get("seed"),
+        "commit": source_commit(),
+        "threads": f"OMP_NUM_THREADS={queue.threads}",
     }
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(out, (run_dir / "vit.pth").read_bytes())
