@@ -269,12 +269,18 @@ def run_demo(
     write_grid(results / "grid.png", runs)
 
 
-def source_commit(root: Path = Path(__file__).resolve().parents[2]) -> str | None:
+def source_commit(root: Path | None = None) -> str | None:
     """The git commit of the source tree at ``root``, ``+dirty`` if it has uncommitted changes.
 
-    None outside a git checkout (an installed wheel) or without git: the record then says
+    ``root`` defaults to the checkout this module runs from. None outside a git checkout, for
+    an installed (non-editable) copy of the package, or without git: the record then says
     nothing rather than something wrong.
     """
+    if root is None:
+        here = Path(__file__).resolve()
+        root = here.parents[2]
+        if here.parents[1] != root / "src":  # site-packages/freeseg, maybe inside some repo
+            return None
     try:
         head = subprocess.run(
             ["git", "-C", str(root), "rev-parse", "HEAD"],

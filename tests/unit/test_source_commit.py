@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from freeseg import demo
 from freeseg.demo import source_commit
 
 pytestmark = pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
@@ -37,3 +38,22 @@ def test_names_the_checked_out_commit_and_a_dirty_tree(tmp_path: Path) -> None:
 
 def test_outside_a_checkout_records_nothing(tmp_path: Path) -> None:
     assert source_commit(tmp_path) is None
+
+
+def test_an_installed_copy_records_nothing_even_inside_a_repository(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _git(tmp_path, "init", "-q", "-b", "main")  # a venv inside some repository
+    installed = tmp_path / ".venv/lib/python3.11/site-packages/freeseg/demo.py"
+    installed.parent.mkdir(parents=True)
+    installed.write_text("")
+    monkeypatch.setattr(demo, "__file__", str(installed))
+    assert source_commit() is None
+    checkout = tmp_path / "src" / "freeseg" / "demo.py"  # a source checkout's layout
+    checkout.parent.mkdir(parents=True)
+    checkout.write_text("")
+    (tmp_path / "a.txt").write_text("one\n")
+    _git(tmp_path, "add", "a.txt")
+    _git(tmp_path, "commit", "-q", "-m", "first")
+    monkeypatch.setattr(demo, "__file__", str(checkout))
+    assert source_commit() == (tmp_path / ".git/refs/heads/main").read_text().strip()
