@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import time
 from pathlib import Path
 
 from freeseg.cli import main as freeseg
 from freeseg.data.atomic import atomic_write_bytes, atomic_write_text
 from freeseg.demo_report import last_metrics, write_grid, write_results
+from freeseg.provenance import source_commit
 from freeseg.shipped import config_dir, shipped_encoder
 from freeseg.stage_queue import StageFailed, StageQueue, default_jobs, done_seconds
 
@@ -267,38 +267,6 @@ def run_demo(
     demo.run()
     write_results(results, runs, demo.timings, jobs, time.perf_counter() - start)
     write_grid(results / "grid.png", runs)
-
-
-def source_commit(root: Path | None = None) -> str | None:
-    """The git commit of the source tree at ``root``, ``+dirty`` if it has uncommitted changes.
-
-    ``root`` defaults to the checkout this module runs from. None outside a git checkout, for
-    an installed (non-editable) copy of the package, or without git: the record then says
-    nothing rather than something wrong.
-    """
-    if root is None:
-        here = Path(__file__).resolve()
-        root = here.parents[2]
-        if here.parents[1] != root / "src":  # site-packages/freeseg, maybe inside some repo
-            return None
-    try:
-        head = subprocess.run(
-            ["git", "-C", str(root), "rev-parse", "HEAD"],
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=30,
-        ).stdout.strip()
-        status = subprocess.run(
-            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=30,
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return f"{head}+dirty" if status else head or None
 
 
 def make_encoder(world: Path, runs: Path, out: Path, extra: list[str] | None = None) -> None:

@@ -1,4 +1,4 @@
-"""demo.source_commit: the commit make encoder records, read back from git's own files."""
+"""provenance.source_commit: the commit make encoder records, read back from git's own files."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from freeseg import demo
-from freeseg.demo import source_commit
+from freeseg import provenance
+from freeseg.provenance import source_commit
 
 pytestmark = pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
 
@@ -44,16 +44,16 @@ def test_an_installed_copy_records_nothing_even_inside_a_repository(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     _git(tmp_path, "init", "-q", "-b", "main")  # a venv inside some repository
-    installed = tmp_path / ".venv/lib/python3.11/site-packages/freeseg/demo.py"
+    installed = tmp_path / ".venv/lib/python3.11/site-packages/freeseg/provenance.py"
     installed.parent.mkdir(parents=True)
     installed.write_text("")
-    monkeypatch.setattr(demo, "__file__", str(installed))
+    monkeypatch.setattr(provenance, "__file__", str(installed))
     assert source_commit() is None
-    checkout = tmp_path / "src" / "freeseg" / "demo.py"  # a source checkout's layout
+    checkout = tmp_path / "src" / "freeseg" / "provenance.py"  # a source checkout's layout
     checkout.parent.mkdir(parents=True)
     checkout.write_text("")
     (tmp_path / "a.txt").write_text("one\n")
     _git(tmp_path, "add", "a.txt")
     _git(tmp_path, "commit", "-q", "-m", "first")
-    monkeypatch.setattr(demo, "__file__", str(checkout))
+    monkeypatch.setattr(provenance, "__file__", str(checkout))
     assert source_commit() == (tmp_path / ".git/refs/heads/main").read_text().strip()
