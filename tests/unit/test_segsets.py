@@ -408,3 +408,5 @@ def test_image_labels_ignore_background_and_void():
         [False, False, False, True, False],
         [True, False, False, False, True],
     ]
+    as_read = [mask.to(torch.uint8) for mask in masks]  # the dtype load_label_png gives
+    assert image_labels(as_read, num_classes=5).tolist() == labels.tolist()

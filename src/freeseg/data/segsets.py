@@ -296,7 +296,8 @@ def image_labels(masks: list[torch.Tensor], num_classes: int) -> torch.Tensor:
     """Image-level labels from ground-truth masks: class c is present iff id c + 1 occurs.
 
     Args:
-        masks: B masks ``(H_i, W_i)`` int, 0 = background, c + 1 = class c, 255 = void.
+        masks: B masks ``(H_i, W_i)`` of any integer dtype (uint8 as read), 0 = background,
+            c + 1 = class c, 255 = void.
         num_classes: C foreground classes; ids above C (void) are not labels.
 
     Returns:
@@ -304,7 +305,7 @@ def image_labels(masks: list[torch.Tensor], num_classes: int) -> torch.Tensor:
     """
     labels = torch.zeros(len(masks), num_classes, dtype=torch.bool, device=masks[0].device)
     for i, mask in enumerate(masks):
-        ids = torch.unique(mask)
+        ids = torch.unique(mask).long()  # a uint8 index would act as a boolean mask
         ids = ids[(ids >= 1) & (ids <= num_classes)] - 1
         labels[i, ids] = True
     return labels
