@@ -31,7 +31,8 @@ def _scene(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarray,
     return image, label, names
 
 
-def _jpeg(image: np.ndarray) -> bytes:
+def jpeg_bytes(image: np.ndarray) -> bytes:
+    """An RGB array as JPEG bytes (quality 90)."""
     out = io.BytesIO()
     Image.fromarray(image).save(out, format="JPEG", quality=90)
     return out.getvalue()
@@ -54,7 +55,7 @@ def make_user_folder(root: Path, pairs: int = 96, train: int = 10, val: int = 6)
             for i in range(shard * pairs // 2, (shard + 1) * pairs // 2):
                 image, _, names = _scene(rng, size)
                 caption = f"a photo of a {' and a '.join(names)}".encode()
-                for ext, data in (("jpg", _jpeg(image)), ("txt", caption)):
+                for ext, data in (("jpg", jpeg_bytes(image)), ("txt", caption)):
                     add_member(tar, f"{i:06d}.{ext}", data)
     voc = root / "voc"
     for sub in ("JPEGImages", "SegmentationClass", "ImageSets/Segmentation"):

@@ -42,6 +42,8 @@ from torch import nn
 from torchmetrics.functional.classification import multilabel_average_precision
 
 from freeseg.data.classes import load_classes
+from freeseg.data.palette import load_label_png
+from freeseg.data.segsets import image_labels
 from freeseg.models.image_encoder import create_vit
 from freeseg.stages.schedules import warmup_cosine
 
@@ -92,10 +94,8 @@ def read_val(world: Path, size: int, num_classes: int) -> tuple[torch.Tensor, to
     for key in ids:
         image = Image.open(voc / "JPEGImages" / f"{key}.jpg").convert("RGB")
         images.append(np.asarray(image.resize((size, size), Image.BICUBIC)))
-        present = np.unique(np.asarray(Image.open(voc / "SegmentationClass" / f"{key}.png")))
-        row = np.zeros(num_classes, np.float32)
-        row[[c - 1 for c in present if 1 <= c <= num_classes]] = 1.0
-        labels.append(row)
+        mask = torch.from_numpy(load_label_png(voc / "SegmentationClass" / f"{key}.png"))
+        labels.append(image_labels([mask], num_classes)[0].float().numpy())
     return _stacked(images, labels)
 
 

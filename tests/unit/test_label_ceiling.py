@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib.util
-import io
 import json
 import tarfile
 from pathlib import Path
@@ -12,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from tests.user_folder import add_member
+from tests.user_folder import add_member, jpeg_bytes
 
 SCRIPT = Path(__file__).resolve().parents[2] / "tools" / "label_ceiling.py"
 COLOURS = {"red": (220, 30, 30), "blue": (30, 30, 220)}
@@ -37,12 +36,6 @@ def _scene(rng: np.random.Generator, present: list[str]) -> tuple[np.ndarray, np
     return image, mask
 
 
-def _jpeg(image: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(image).save(buf, format="JPEG", quality=95)
-    return buf.getvalue()
-
-
 def _world(root: Path, with_objects: bool = True) -> np.ndarray:
     """48 pairs and 8 val images; returns the val labels ``(8, 2)`` as written."""
     rng = np.random.default_rng(0)
@@ -55,7 +48,7 @@ def _world(root: Path, with_objects: bool = True) -> np.ndarray:
             meta = {"key": f"{i:09d}", "caption": " and ".join(present)}
             if with_objects:
                 meta["objects"] = present
-            for ext, data in (("jpg", _jpeg(image)), ("json", json.dumps(meta).encode())):
+            for ext, data in (("jpg", jpeg_bytes(image)), ("json", json.dumps(meta).encode())):
                 add_member(tar, f"{i:09d}.{ext}", data)
     voc = root / "voc"
     for sub in ("JPEGImages", "SegmentationClass", "ImageSets/Segmentation"):
